@@ -1,0 +1,73 @@
+"""Samplers: pure functions over an explicit list of noise levels.
+
+Every sampler has the signature ``sampler(eps_fn, noise, sigmas, *, generator, ...) -> audio``:
+
+* ``eps_fn(x, sigma)`` predicts the noise in ``x`` (``(B, T)``) at noise level ``sigma`` (a float);
+  :func:`audiodiff.pretrained.AudioDiffusion.eps_fn` builds one from a network and a mel;
+* ``noise`` is the starting point ``x`` at ``sigmas[0]`` (standard normal, ``(B, T)``);
+* ``sigmas`` decreases and ends at ``0.0`` (see :mod:`audiodiff.diffusion.schedule`).
+
+No state is kept between calls: the same inputs and generator seed give the same audio.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+EpsFn = Callable[[Tensor, float], Tensor]
+StepCallback = Callable[[int, int], None]
+
+
+def _check_sigmas(sigmas: Sequence[float]) -> np.ndarray:
+    levels = np.asarray(sigmas, dtype=np.float64)
+    if levels.ndim != 1 or levels.size < 2:
+        raise ValueError("sigmas must list at least one noise level and end with 0.0")
+    if levels[-1] != 0.0 or np.any(np.diff(levels) >= 0) or levels[0] >= 1.0:
+        raise ValueError(f"sigmas must decrease strictly from below 1 to 0.0, got {levels.tolist()}")
+    return levels
+
+
+def sample_ancestral(
+    eps_fn: EpsFn,
+    noise: Tensor,
+    sigmas: Sequence[float],
+    *,
+    generator: torch.Generator | None = None,
+    clip: float | None = 1.0,
+    callback: StepCallback | None = None,
+) -> Tensor:
+    """DDPM ancestral sampling (Ho et al. 2020, eq. 11) between consecutive levels.
+
+    From ``abar = 1 - sigma^2`` at the current level and ``abar_prev`` at the next one:
+    ``alpha = abar / abar_prev``, ``beta = 1 - alpha``,
+    ``x <- (x - beta / sqrt(1 - abar) * eps) / sqrt(alpha)``, plus fresh noise of variance
+    ``beta * (1 - abar_prev) / (1 - abar)`` except on the last step. This is DiffWave's fast
+    sampler when ``sigmas`` comes from its 6-step beta schedule, and plain DDPM over all
+    training levels. ``clip`` clamps ``x`` to ``[-clip, clip]`` after each step (the reference
+    clamps to [-1, 1]); ``None`` disables it.
+
+    Returns audio ``(B, T)``.
+    """
+    levels = _check_sigmas(sigmas)
+    alpha_bars = 1.0 - levels**2
+    x = noise
+    n_steps = len(levels) - 1
+    for i in range(n_steps):
+        abar, abar_prev = alpha_bars[i], alpha_bars[i + 1]
+        alpha = abar / abar_prev
+        beta = 1.0 - alpha
+        eps = eps_fn(x, float(levels[i]))
+        x = (x - float(beta / np.sqrt(1.0 - abar)) * eps) / float(np.sqrt(alpha))
+        if i < n_steps - 1:
+            variance = beta * (1.0 - abar_prev) / (1.0 - abar)
+            fresh = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+            x = x + float(np.sqrt(variance)) * fresh
+        if clip is not None:
+            x = torch.clamp(x, -clip, clip)
+        if callback is not None:
+            callback(i + 1, n_steps)
+    return x

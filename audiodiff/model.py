@@ -1,0 +1,235 @@
+"""The DiffWave denoiser: gated residual blocks with dilated 1-D convolutions.
+
+The network predicts the noise ``eps`` in ``x_t = sqrt(abar_t) * x_0 + sqrt(1 - abar_t) * eps``
+given ``x_t``, a (possibly fractional) diffusion step ``t`` and, in conditional mode, a mel
+spectrogram. Layer for layer it is the network of the reference implementation (Kong et al.,
+2021; PyPI ``diffwave``), so reference checkpoints convert without loss
+(:func:`audiodiff.pretrained.import_diffwave`), but:
+
+* the mel upsampler's strides are derived from any hop length, not fixed at 16 x 16;
+* the mel conditioning (upsampling and the 1x1 projection into every block) is computed once
+  per utterance by :meth:`DiffWave.condition` and reused at every sampling step;
+* ``n_mels=None`` builds an unconditional network.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+EMBEDDING_DIM = 128
+EMBEDDING_HIDDEN = 512
+
+
+@dataclass(frozen=True)
+class DenoiserConfig:
+    """Size and wiring of the network.
+
+    ``n_mels=None`` makes an unconditional model; ``max_steps`` is the number of training
+    diffusion steps (the size of the step-embedding table).
+    """
+
+    residual_channels: int = 64
+    residual_layers: int = 30
+    dilation_cycle: int = 10
+    n_mels: int | None = 80
+    hop_length: int = 256
+    max_steps: int = 50
+
+    def __post_init__(self) -> None:
+        if self.residual_layers < 1 or self.residual_channels < 1 or self.dilation_cycle < 1:
+            raise ValueError("residual_layers, residual_channels and dilation_cycle must be >= 1")
+        if self.max_steps < 2:
+            raise ValueError("max_steps must be at least 2")
+
+    @property
+    def receptive_field(self) -> int:
+        """Samples seen by one output sample through the dilated convolutions."""
+        dilations = [2 ** (i % self.dilation_cycle) for i in range(self.residual_layers)]
+        return 1 + 2 * sum(dilations)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "DenoiserConfig":
+        return cls(**data)
+
+
+#: Named sizes. ``base`` and ``large`` are the DiffWave paper's; ``tiny`` is for CPU tests/demos.
+SIZES: dict[str, dict[str, int]] = {
+    "tiny": dict(residual_channels=32, residual_layers=12, dilation_cycle=6),
+    "base": dict(residual_channels=64, residual_layers=30, dilation_cycle=10),
+    "large": dict(residual_channels=128, residual_layers=30, dilation_cycle=10),
+}
+
+
+def denoiser_config(size: str, **overrides: Any) -> DenoiserConfig:
+    """The named size (``tiny``, ``base``, ``large``) with fields replaced by ``overrides``."""
+    if size not in SIZES:
+        raise ValueError(f"unknown model size {size!r}; choose one of {sorted(SIZES)}")
+    return DenoiserConfig(**{**SIZES[size], **overrides})
+
+
+def upsample_strides(hop_length: int) -> tuple[int, ...]:
+    """Split ``hop_length`` into two transposed-conv strides whose product is the hop.
+
+    Picks the factor pair closest to the square root (256 -> (16, 16), 300 -> (15, 20)),
+    which keeps both kernels small; a prime hop gets a single stage.
+    """
+    if hop_length < 1:
+        raise ValueError(f"hop_length must be positive, got {hop_length}")
+    best = max(a for a in range(1, math.isqrt(hop_length) + 1) if hop_length % a == 0)
+    if best == 1:
+        return (hop_length,)
+    return (best, hop_length // best)
+
+
+def _kaiming_conv1d(*args: Any, **kwargs: Any) -> nn.Conv1d:
+    layer = nn.Conv1d(*args, **kwargs)
+    nn.init.kaiming_normal_(layer.weight)
+    return layer
+
+
+class DiffusionEmbedding(nn.Module):
+    """Fractional step ``(B,)`` -> embedding ``(B, 512)`` (sinusoidal table, lerped, then MLP)."""
+
+    def __init__(self, max_steps: int) -> None:
+        super().__init__()
+        self.register_buffer("table", self._build_table(max_steps), persistent=False)
+        self.projection1 = nn.Linear(EMBEDDING_DIM, EMBEDDING_HIDDEN)
+        self.projection2 = nn.Linear(EMBEDDING_HIDDEN, EMBEDDING_HIDDEN)
+
+    @staticmethod
+    def _build_table(max_steps: int) -> Tensor:
+        steps = torch.arange(max_steps).unsqueeze(1)
+        dims = torch.arange(EMBEDDING_DIM // 2).unsqueeze(0)
+        table = steps * 10.0 ** (dims * 4.0 / (EMBEDDING_DIM // 2 - 1))
+        return torch.cat([torch.sin(table), torch.cos(table)], dim=1)
+
+    def forward(self, step: Tensor) -> Tensor:
+        step = step.float()
+        low = torch.floor(step).long().clamp(0, self.table.shape[0] - 1)
+        high = torch.ceil(step).long().clamp(0, self.table.shape[0] - 1)
+        frac = (step - low).unsqueeze(-1)
+        x = self.table[low] + (self.table[high] - self.table[low]) * frac
+        x = F.silu(self.projection1(x))
+        return F.silu(self.projection2(x))
+
+
+class MelUpsampler(nn.Module):
+    """Mel ``(B, n_mels, frames)`` -> ``(B, n_mels, frames * hop_length)``.
+
+    A stack of 2-D transposed convolutions over (mel bin, time) with leaky ReLU, one per stride
+    of :func:`upsample_strides`, as in DiffWave (which hard-codes two stages of 16).
+    """
+
+    def __init__(self, hop_length: int) -> None:
+        super().__init__()
+        self.hop_length = hop_length
+        self.stages = nn.ModuleList(
+            nn.ConvTranspose2d(1, 1, (3, 2 * s), stride=(1, s), padding=(1, s // 2))
+            for s in upsample_strides(hop_length)
+        )
+
+    def forward(self, mel: Tensor) -> Tensor:
+        frames = mel.shape[-1]
+        x = mel.unsqueeze(1)
+        for stage in self.stages:
+            x = F.leaky_relu(stage(x), 0.4)
+        return x.squeeze(1)[..., : frames * self.hop_length]
+
+
+class ResidualBlock(nn.Module):
+    """One gated residual block: ``(B, C, T)`` -> residual ``(B, C, T)``, skip ``(B, C, T)``."""
+
+    def __init__(self, channels: int, dilation: int, n_mels: int | None) -> None:
+        super().__init__()
+        self.dilated_conv = _kaiming_conv1d(channels, 2 * channels, 3, padding=dilation, dilation=dilation)
+        self.diffusion_projection = nn.Linear(EMBEDDING_HIDDEN, channels)
+        self.conditioner_projection = (
+            _kaiming_conv1d(n_mels, 2 * channels, 1) if n_mels is not None else None
+        )
+        self.output_projection = _kaiming_conv1d(channels, 2 * channels, 1)
+
+    def forward(self, x: Tensor, step_embedding: Tensor, conditioner: Tensor | None) -> tuple[Tensor, Tensor]:
+        """``conditioner`` is this block's precomputed projection ``(B, 2C, T)`` or ``None``."""
+        y = x + self.diffusion_projection(step_embedding).unsqueeze(-1)
+        y = self.dilated_conv(y)
+        if conditioner is not None:
+            y = y + conditioner
+        gate, filt = torch.chunk(y, 2, dim=1)
+        y = torch.sigmoid(gate) * torch.tanh(filt)
+        residual, skip = torch.chunk(self.output_projection(y), 2, dim=1)
+        return (x + residual) / math.sqrt(2.0), skip
+
+
+Conditioning = list[Tensor] | None
+"""Per-block conditioner projections, each ``(B, 2C, T)``; ``None`` for unconditional models."""
+
+
+class DiffWave(nn.Module):
+    """The denoiser. ``forward(audio (B, T), step (B,), mel (B, n_mels, T // hop) | None) -> eps (B, T)``."""
+
+    def __init__(self, config: DenoiserConfig) -> None:
+        super().__init__()
+        self.config = config
+        channels = config.residual_channels
+        self.input_projection = _kaiming_conv1d(1, channels, 1)
+        self.diffusion_embedding = DiffusionEmbedding(config.max_steps)
+        self.mel_upsampler = MelUpsampler(config.hop_length) if config.n_mels is not None else None
+        self.residual_layers = nn.ModuleList(
+            ResidualBlock(channels, 2 ** (i % config.dilation_cycle), config.n_mels)
+            for i in range(config.residual_layers)
+        )
+        self.skip_projection = _kaiming_conv1d(channels, channels, 1)
+        self.output_projection = _kaiming_conv1d(channels, 1, 1)
+        nn.init.zeros_(self.output_projection.weight)
+
+    @property
+    def conditional(self) -> bool:
+        return self.config.n_mels is not None
+
+    def condition(self, mel: Tensor | None) -> Conditioning:
+        """Everything that depends on the mel alone, computed once per utterance.
+
+        ``mel`` is ``(B, n_mels, frames)``; returns one ``(B, 2C, frames * hop)`` tensor per block.
+        """
+        if not self.conditional:
+            if mel is not None:
+                raise ValueError("this model is unconditional; do not pass a mel")
+            return None
+        if mel is None:
+            raise ValueError("this model is mel-conditioned; a mel is required")
+        if mel.dim() != 3 or mel.shape[1] != self.config.n_mels:
+            raise ValueError(f"expected mel (B, {self.config.n_mels}, frames), got {tuple(mel.shape)}")
+        upsampled = self.mel_upsampler(mel)
+        return [layer.conditioner_projection(upsampled) for layer in self.residual_layers]
+
+    def denoise(self, audio: Tensor, step: Tensor, conditioning: Conditioning) -> Tensor:
+        """Predict the noise. ``audio`` ``(B, T)``, ``step`` ``(B,)`` or scalar, fractional allowed."""
+        step = torch.as_tensor(step, device=audio.device)
+        if step.dim() == 0:
+            step = step.expand(audio.shape[0])
+        x = F.relu(self.input_projection(audio.unsqueeze(1)))
+        embedding = self.diffusion_embedding(step)
+        skip_sum = torch.zeros_like(x)
+        for i, layer in enumerate(self.residual_layers):
+            x, skip = layer(x, embedding, None if conditioning is None else conditioning[i])
+            skip_sum = skip_sum + skip
+        x = skip_sum / math.sqrt(len(self.residual_layers))
+        x = F.relu(self.skip_projection(x))
+        return self.output_projection(x).squeeze(1)
+
+    def forward(self, audio: Tensor, step: Tensor, mel: Tensor | None = None) -> Tensor:
+        return self.denoise(audio, step, self.condition(mel))
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
