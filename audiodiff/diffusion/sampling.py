@@ -1,13 +1,15 @@
 """Samplers: pure functions over an explicit list of noise levels.
 
-Every sampler has the signature ``sampler(eps_fn, noise, sigmas, *, generator, ...) -> audio``:
+Every sampler has the signature ``sampler(eps_fn, noise, sigmas, *, noise_fn, ...) -> audio``:
 
 * ``eps_fn(x, sigma)`` predicts the noise in ``x`` (``(B, T)``) at noise level ``sigma`` (a float);
   :func:`audiodiff.pretrained.AudioDiffusion.eps_fn` builds one from a network and a mel;
 * ``noise`` is the starting point ``x`` at ``sigmas[0]`` (standard normal, ``(B, T)``);
-* ``sigmas`` decreases and ends at ``0.0`` (see :mod:`audiodiff.diffusion.schedule`).
+* ``sigmas`` decreases and ends at ``0.0`` (see :mod:`audiodiff.diffusion.schedule`);
+* ``noise_fn(x)`` draws fresh standard normal noise shaped like ``x`` for stochastic samplers
+  (default ``torch.randn_like``; pass a seeded one for reproducible audio).
 
-No state is kept between calls: the same inputs and generator seed give the same audio.
+No state is kept between calls: the same inputs and the same noise give the same audio.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import torch
 from torch import Tensor
 
 EpsFn = Callable[[Tensor, float], Tensor]
+NoiseFn = Callable[[Tensor], Tensor]
 StepCallback = Callable[[int, int], None]
 
 
@@ -36,7 +39,7 @@ def sample_ancestral(
     noise: Tensor,
     sigmas: Sequence[float],
     *,
-    generator: torch.Generator | None = None,
+    noise_fn: NoiseFn | None = None,
     clip: float | None = 1.0,
     callback: StepCallback | None = None,
 ) -> Tensor:
@@ -64,7 +67,7 @@ def sample_ancestral(
         x = (x - float(beta / np.sqrt(1.0 - abar)) * eps) / float(np.sqrt(alpha))
         if i < n_steps - 1:
             variance = beta * (1.0 - abar_prev) / (1.0 - abar)
-            fresh = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+            fresh = noise_fn(x) if noise_fn is not None else torch.randn_like(x)
             x = x + float(np.sqrt(variance)) * fresh
         if clip is not None:
             x = torch.clamp(x, -clip, clip)

@@ -1,0 +1,281 @@
+"""The ``audiodiff`` command line.
+
+Subcommands: ``train`` (LightningCLI), ``export``, ``info``, ``vocode``, ``mel``,
+``import-diffwave`` and ``demo``. Errors are one line on stderr (``--verbose`` for a
+traceback); usage errors exit with 2, a run in which some inputs failed exits with 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Sequence
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+log = logging.getLogger("audiodiff")
+
+
+class CommandError(Exception):
+    """An error that ends a command with one line (and exit code ``code``)."""
+
+    def __init__(self, message: str, code: int = EXIT_FAILED) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _resolve_device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise CommandError("--device cuda was asked for, but no CUDA device is available", EXIT_USAGE)
+    return name
+
+
+def _load_model(path: str, device: str = "cpu"):
+    from audiodiff.pretrained import load_any
+
+    return load_any(path, device)
+
+
+# ------------------------------------------------------------------ vocode
+def cmd_vocode(args: argparse.Namespace) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from audiodiff.audio import save_audio
+    from audiodiff.vocoding import batches, load_inputs, vocode_batch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = _load_model(args.model, _resolve_device(args.device))
+    if not model.network.conditional:
+        raise CommandError(f"{args.model}: an unconditional model cannot vocode; use 'audiodiff generate'", EXIT_USAGE)
+    failures: list[str] = []
+
+    def report(error: Exception) -> None:
+        failures.append(str(error))
+        print(f"error: {error}", file=sys.stderr)
+
+    items = load_inputs(args.inputs, model, report)
+    out_dir = Path(args.out)
+    n_steps = len(model.sigmas(args.sampler, args.steps)) - 1
+    total = sum(len(group) for group in batches(items, args.batch_size))
+    bar = tqdm(total=total * n_steps, unit="step", desc="vocoding", disable=args.quiet or not items)
+    written = 0
+    try:
+        for group in batches(items, args.batch_size):
+            waves = vocode_batch(model, group, sampler=args.sampler, steps=args.steps, seed=args.seed,
+                                 callback=lambda i, n, g=len(group): bar.update(g))
+            for (_, item), wave in zip(group, waves):
+                target = out_dir / f"{item.name}.wav"
+                save_audio(target, wave, model.sample_rate)
+                written += 1
+                if not args.quiet:
+                    tqdm.write(f"wrote {target} ({wave.shape[-1] / model.sample_rate:.2f} s)")
+    except KeyboardInterrupt:
+        bar.close()
+        print(f"interrupted: {written} file(s) finished in {out_dir}", file=sys.stderr)
+        return 130
+    bar.close()
+    if failures:
+        print(f"{len(failures)} input(s) failed, {written} written to {out_dir}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------- mel
+def cmd_mel(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from audiodiff.audio import AudioError, load_audio
+    from audiodiff.mel import MelSpectrogram, mel_preset
+
+    overrides = {k: v for k, v in {
+        "sample_rate": args.sample_rate, "n_fft": args.n_fft, "hop_length": args.hop_length,
+        "win_length": args.win_length, "n_mels": args.n_mels, "f_min": args.f_min, "f_max": args.f_max,
+    }.items() if v is not None}
+    try:
+        config = mel_preset(args.preset, **overrides)
+    except ValueError as error:
+        raise CommandError(str(error), EXIT_USAGE) from None
+    if args.output and len(args.inputs) > 1:
+        raise CommandError("-o/--output takes one input; use --out DIR for several", EXIT_USAGE)
+    frontend = MelSpectrogram(config)
+    failures = 0
+    for raw in args.inputs:
+        path = Path(raw)
+        target = Path(args.output) if args.output else Path(args.out) / f"{path.stem}.npy"
+        try:
+            audio, _ = load_audio(path, config.sample_rate)
+            if audio.shape[-1] < config.n_fft:
+                raise AudioError(path, f"too short for one {config.n_fft}-sample STFT window")
+            mel = frontend(audio)[0].numpy().astype(np.float32)
+        except (AudioError, ValueError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            failures += 1
+            continue
+        _save_npy_atomic(target, mel)
+        if not args.quiet:
+            print(f"wrote {target} {mel.shape} ({config.preset} preset)")
+    return EXIT_FAILED if failures else EXIT_OK
+
+
+def _save_npy_atomic(path: Path, array) -> None:
+    import numpy as np
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as handle:
+        np.save(handle, array)
+    tmp.replace(path)
+
+
+# ----------------------------------------------------------- model files
+def cmd_info(args: argparse.Namespace) -> int:
+    from audiodiff.model import count_parameters
+
+    model = _load_model(args.model)
+    config = model.config.to_dict()
+    if args.json:
+        print(json.dumps(config, indent=2))
+        return EXIT_OK
+    kind = "vocoder" if model.network.conditional else "unconditional"
+    mel = model.config.mel
+    print(f"{args.model}: {kind}, {count_parameters(model.network) / 1e6:.2f} M parameters, "
+          f"{model.sample_rate} Hz, trained {model.config.training_step} steps")
+    if mel is not None:
+        print(f"mel: preset {mel.preset}, {mel.n_mels} bins, hop {mel.hop_length}, n_fft {mel.n_fft}, "
+              f"{mel.f_min:g}-{mel.nyquist_f_max:g} Hz")
+    print(json.dumps(config, indent=2))
+    return EXIT_OK
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from audiodiff.pretrained import load_checkpoint
+
+    model = load_checkpoint(args.checkpoint)
+    target = model.save(args.output)
+    print(f"wrote {target} (EMA weights, step {model.config.training_step}, "
+          f"{target.stat().st_size / 1e6:.1f} MB)")
+    return EXIT_OK
+
+
+def cmd_import_diffwave(args: argparse.Namespace) -> int:
+    from audiodiff.pretrained import import_diffwave
+
+    model = import_diffwave(args.checkpoint)
+    target = model.save(args.output)
+    print(f"wrote {target} (reference DiffWave weights, 'diffwave' mel preset)")
+    return EXIT_OK
+
+
+# -------------------------------------------------------------- train/demo
+def cmd_train(argv: Sequence[str]) -> int:
+    from audiodiff.train_cli import run_training
+
+    run_training(list(argv))
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from audiodiff.demo import run_demo
+
+    run_demo(audio_path=args.audio, out_dir=Path(args.out), minutes=args.minutes, seed=args.seed)
+    return EXIT_OK
+
+
+# ------------------------------------------------------------------ parser
+def _add_sampling_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--sampler", default="fast", choices=["fast", "ddpm"],
+                        help="fast: the model's 6-step schedule (default); ddpm: ancestral over training steps")
+    parser.add_argument("--steps", type=int, default=None, help="steps for ddpm (default: all training steps)")
+    parser.add_argument("--seed", type=int, default=0, help="input k uses seed+k (default 0)")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="audiodiff", description="Diffusion vocoder and sound generator.")
+    parser.add_argument("--verbose", action="store_true", help="show tracebacks and debug logs")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sub.add_parser("train", help="train a model (LightningCLI; see 'audiodiff train --help')", add_help=False)
+
+    p = sub.add_parser("vocode", help="mel files (.npy/.npz/.pt) or audio files -> wavs")
+    p.add_argument("inputs", nargs="+", help="mel files, or audio files to resynthesise")
+    p.add_argument("--model", "-m", required=True, help="a .safetensors model (or a .ckpt checkpoint)")
+    p.add_argument("--out", "-o", default="vocoded", help="output folder (default: vocoded/)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    p.add_argument("--quiet", "-q", action="store_true")
+    _add_sampling_args(p)
+    p.set_defaults(func=cmd_vocode)
+
+    p = sub.add_parser("mel", help="audio files -> mel spectrograms (n_mels, frames) float32 .npy")
+    p.add_argument("inputs", nargs="+")
+    p.add_argument("--preset", default="hifigan", help="mel convention: hifigan or diffwave")
+    p.add_argument("-o", "--output", help="output .npy (one input)")
+    p.add_argument("--out", default=".", help="output folder for several inputs (default: .)")
+    for name, kind in [("sample-rate", int), ("n-fft", int), ("hop-length", int), ("win-length", int),
+                       ("n-mels", int), ("f-min", float), ("f-max", float)]:
+        p.add_argument(f"--{name}", type=kind, default=None, help=f"override the preset's {name.replace('-', '_')}")
+    p.add_argument("--quiet", "-q", action="store_true")
+    p.set_defaults(func=cmd_mel)
+
+    p = sub.add_parser("info", help="print a model file's configuration")
+    p.add_argument("model")
+    p.add_argument("--json", action="store_true", help="print only the config as JSON")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("export", help="training checkpoint (.ckpt) -> .safetensors model (EMA weights)")
+    p.add_argument("checkpoint")
+    p.add_argument("-o", "--output", required=True)
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("import-diffwave", help="reference DiffWave checkpoint -> .safetensors model")
+    p.add_argument("checkpoint")
+    p.add_argument("-o", "--output", required=True)
+    p.set_defaults(func=cmd_import_diffwave)
+
+    p = sub.add_parser("demo", help="train a tiny vocoder on a speech clip for a few minutes (CPU) and vocode it")
+    p.add_argument("--audio", default=None, help="speech clip to train on (default: the clip under tests/data/)")
+    p.add_argument("--out", default="demo-out", help="output folder (default: demo-out/)")
+    p.add_argument("--minutes", type=float, default=2.0, help="training time (default 2)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def _one_line_errors() -> tuple[type[BaseException], ...]:
+    from audiodiff.audio import AudioError
+    from audiodiff.pretrained import ModelFileError
+    from audiodiff.vocoding import InputError
+
+    return (CommandError, ModelFileError, AudioError, InputError, FileNotFoundError, ValueError)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "train":
+        return cmd_train(argv[1:])
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s: %(message)s")
+    handled = _one_line_errors()
+    try:
+        return args.func(args)
+    except handled as error:
+        if args.verbose:
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        return getattr(error, "code", EXIT_FAILED)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

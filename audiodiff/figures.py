@@ -1,0 +1,45 @@
+"""Figures: mel spectrograms side by side (for TensorBoard and the CLI)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+
+def mel_comparison_figure(mels: Sequence[np.ndarray], titles: Sequence[str], sample_rate: int, hop_length: int):
+    """A matplotlib figure with one row per mel ``(n_mels, frames)``, sharing the colour scale."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    low = min(float(np.min(m)) for m in mels)
+    high = max(float(np.max(m)) for m in mels)
+    fig, axes = plt.subplots(len(mels), 1, figsize=(10, 2.6 * len(mels)), squeeze=False)
+    for ax, mel, title in zip(axes[:, 0], mels, titles):
+        seconds = mel.shape[-1] * hop_length / sample_rate
+        image = ax.imshow(mel, origin="lower", aspect="auto", vmin=low, vmax=high,
+                          extent=(0.0, seconds, 0, mel.shape[0]), cmap="magma")
+        ax.set_title(title)
+        ax.set_ylabel("mel bin")
+        fig.colorbar(image, ax=ax, pad=0.01)
+    axes[-1, 0].set_xlabel("seconds")
+    fig.tight_layout()
+    return fig
+
+
+def save_mel_comparison(path: str | Path, mels: Sequence[np.ndarray], titles: Sequence[str],
+                        sample_rate: int, hop_length: int) -> Path:
+    """Write :func:`mel_comparison_figure` as a PNG and return its path."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig = mel_comparison_figure(mels, titles, sample_rate, hop_length)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    tmp.replace(path)
+    return path

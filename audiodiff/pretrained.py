@@ -1,0 +1,399 @@
+"""Self-describing models: load, save, vocode, generate.
+
+A released model is one ``.safetensors`` file whose metadata carries the full configuration
+(network, mel preset, noise schedule, sample rate, training step) and a format version, so
+loading never falls back to module defaults and never unpickles anything.
+
+Python API::
+
+    import audiodiff
+    model = audiodiff.load_model("my-vocoder.safetensors")
+    audio = model.vocode(mel)            # (B, n_mels, frames) -> (B, frames * hop)
+    mel = model.mel(audio)               # (B, T) -> (B, n_mels, T // hop)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from audiodiff.diffusion.sampling import EpsFn, sample_ancestral
+from audiodiff.diffusion.schedule import NoiseSchedule, ScheduleConfig, sigmas_from_betas
+from audiodiff.mel import MelConfig, MelSpectrogram, mel_preset
+from audiodiff.model import Conditioning, DenoiserConfig, DiffWave
+
+FORMAT_NAME = "audiodiff"
+CHECKPOINT_CONFIG_KEY = "audiodiff_config"
+FORMAT_VERSION = 1
+SAMPLERS = ("fast", "ddpm")
+
+
+class ModelFileError(Exception):
+    """A model file that cannot be used; ``str()`` names the file and the problem."""
+
+    def __init__(self, path: str | os.PathLike, reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild a model from its weights."""
+
+    denoiser: DenoiserConfig
+    mel: MelConfig | None
+    schedule: ScheduleConfig
+    sample_rate: int
+    training_step: int = 0
+
+    def __post_init__(self) -> None:
+        if self.mel is not None and self.mel.sample_rate != self.sample_rate:
+            raise ValueError(f"sample_rate {self.sample_rate} differs from the mel's {self.mel.sample_rate}")
+        if (self.mel is None) != (self.denoiser.n_mels is None):
+            raise ValueError("a conditional denoiser needs a mel config, an unconditional one none")
+        if self.mel is not None:
+            if self.mel.n_mels != self.denoiser.n_mels or self.mel.hop_length != self.denoiser.hop_length:
+                raise ValueError("the denoiser's n_mels/hop_length must match the mel config's")
+        if self.denoiser.max_steps != self.schedule.num_steps:
+            raise ValueError("the denoiser's max_steps must equal the schedule's num_steps")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "denoiser": self.denoiser.to_dict(),
+            "mel": self.mel.to_dict() if self.mel is not None else None,
+            "schedule": self.schedule.to_dict(),
+            "sample_rate": self.sample_rate,
+            "training_step": self.training_step,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
+        return cls(
+            denoiser=DenoiserConfig.from_dict(data["denoiser"]),
+            mel=MelConfig.from_dict(data["mel"]) if data.get("mel") is not None else None,
+            schedule=ScheduleConfig.from_dict(data["schedule"]),
+            sample_rate=int(data["sample_rate"]),
+            training_step=int(data.get("training_step", 0)),
+        )
+
+
+Seed = int | Sequence[int] | None
+
+
+def _row_generators(seed: Seed, batch: int) -> list[torch.Generator] | None:
+    """One CPU generator per batch row, or ``None`` for no seed.
+
+    An int seeds row ``k`` with ``seed + k``; a sequence gives each row its own seed.
+    """
+    if seed is None:
+        return None
+    seeds = [seed + k for k in range(batch)] if isinstance(seed, int) else list(seed)
+    if len(seeds) != batch:
+        raise ValueError(f"{len(seeds)} seeds for a batch of {batch}")
+    return [torch.Generator().manual_seed(int(s)) for s in seeds]
+
+
+def _randn_rows(shape: Sequence[int], generators: list[torch.Generator] | None, device: torch.device) -> Tensor:
+    """Standard normal ``shape``; row ``k`` drawn from ``generators[k]`` on the CPU.
+
+    Drawing on the CPU makes a seed give the same noise on every device.
+    """
+    if generators is None:
+        return torch.randn(*shape, device=device)
+    rows = [torch.randn(*shape[1:], generator=g) for g in generators]
+    return torch.stack(rows).to(device)
+
+
+class AudioDiffusion(nn.Module):
+    """A denoiser with its mel front end and noise schedule: what a model file holds."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.network = DiffWave(config.denoiser)
+        self.mel_frontend = MelSpectrogram(config.mel) if config.mel is not None else None
+        self.schedule = NoiseSchedule(config.schedule)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.network.parameters()).device
+
+    @property
+    def sample_rate(self) -> int:
+        return self.config.sample_rate
+
+    @property
+    def hop_length(self) -> int:
+        return self.config.denoiser.hop_length
+
+    # ----------------------------------------------------------------- mel
+    def mel(self, audio: Tensor) -> Tensor:
+        """Audio ``(B, T)`` or ``(T,)`` at the model's rate -> mel ``(B, n_mels, T // hop)``."""
+        if self.mel_frontend is None:
+            raise ValueError("this model is unconditional and has no mel front end")
+        return self.mel_frontend(audio.to(self.device))
+
+    # ----------------------------------------------------------- sampling
+    def sigmas(self, sampler: str = "fast", steps: int | None = None) -> np.ndarray:
+        """The noise levels (noisiest first, ending at 0) that ``sampler`` walks.
+
+        ``fast``: the model's user-defined fast schedule (DiffWave's 6 steps), aligned to
+        fractional training steps; ``steps`` must be omitted or equal its length.
+        ``ddpm``: ancestral sampling over ``steps`` evenly spaced training steps (all by default).
+        """
+        if sampler == "fast":
+            betas = self.config.schedule.fast_betas
+            if steps is not None and steps != len(betas):
+                raise ValueError(
+                    f"the fast sampler uses this model's {len(betas)}-step schedule; "
+                    f"use --sampler ddpm for {steps} steps"
+                )
+            return sigmas_from_betas(betas)
+        if sampler == "ddpm":
+            return self.schedule.respaced_sigmas(steps or self.schedule.num_steps)
+        raise ValueError(f"unknown sampler {sampler!r}; choose one of {list(SAMPLERS)}")
+
+    def eps_fn(self, conditioning: Conditioning) -> EpsFn:
+        """A noise predictor ``(x (B, T), sigma) -> eps (B, T)`` for the samplers."""
+
+        def predict(x: Tensor, sigma: float) -> Tensor:
+            step = float(self.schedule.step_for_sigma([sigma])[0])
+            steps = torch.full((x.shape[0],), step, device=x.device, dtype=torch.float32)
+            return self.network.denoise(x, steps, conditioning)
+
+        return predict
+
+    @torch.inference_mode()
+    def sample(
+        self,
+        conditioning: Conditioning,
+        shape: tuple[int, int],
+        *,
+        sampler: str = "fast",
+        steps: int | None = None,
+        seed: Seed = None,
+        callback: Callable[[int, int], None] | None = None,
+    ) -> Tensor:
+        """Run ``sampler`` from standard normal noise of ``shape`` ``(B, T)``; returns ``(B, T)``."""
+        sigmas = self.sigmas(sampler, steps)
+        generators = _row_generators(seed, shape[0])
+        noise = _randn_rows(shape, generators, self.device)
+
+        def fresh_noise(like: Tensor) -> Tensor:
+            return _randn_rows(like.shape, generators, like.device)
+
+        return sample_ancestral(
+            self.eps_fn(conditioning), noise, sigmas, noise_fn=fresh_noise, callback=callback
+        )
+
+    def vocode(
+        self,
+        mel: Tensor,
+        *,
+        sampler: str = "fast",
+        steps: int | None = None,
+        seed: Seed = None,
+        callback: Callable[[int, int], None] | None = None,
+    ) -> Tensor:
+        """Mel ``(B, n_mels, frames)`` or ``(n_mels, frames)`` -> audio ``(B, frames * hop)``.
+
+        An int ``seed`` gives batch row ``k`` the seed ``seed + k`` (a list gives one seed per
+        row): the same seed gives the same audio, on any device.
+        """
+        if self.mel_frontend is None:
+            raise ValueError("this model is unconditional; use generate()")
+        if mel.dim() == 2:
+            mel = mel.unsqueeze(0)
+        mel = mel.to(self.device, torch.float32)
+        with torch.inference_mode():
+            conditioning = self.network.condition(mel)
+        shape = (mel.shape[0], mel.shape[-1] * self.hop_length)
+        return self.sample(conditioning, shape, sampler=sampler, steps=steps, seed=seed, callback=callback)
+
+    def generate(
+        self,
+        n: int,
+        num_samples: int,
+        *,
+        sampler: str = "fast",
+        steps: int | None = None,
+        seed: Seed = None,
+        callback: Callable[[int, int], None] | None = None,
+    ) -> Tensor:
+        """Unconditional generation: ``n`` clips of ``num_samples`` samples, ``(n, num_samples)``."""
+        if self.network.conditional:
+            raise ValueError("this model is mel-conditioned; use vocode()")
+        return self.sample(None, (n, num_samples), sampler=sampler, steps=steps, seed=seed, callback=callback)
+
+    # -------------------------------------------------------------- files
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write weights and config as one ``.safetensors`` file, atomically."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tensors = {k: v.detach().cpu().contiguous() for k, v in self.network.state_dict().items()}
+        metadata = {
+            "format": FORMAT_NAME,
+            "format_version": str(FORMAT_VERSION),
+            "config": json.dumps(self.config.to_dict()),
+        }
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        try:
+            save_file(tensors, tmp, metadata=metadata)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return path
+
+    def with_training_step(self, step: int) -> "AudioDiffusion":
+        """Record the training step in the config (returns ``self``)."""
+        self.config = dataclasses.replace(self.config, training_step=int(step))
+        return self
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """The config dict stored in a model file, after checking its format and version."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(path, "no such model file")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as error:
+        raise ModelFileError(path, f"not a safetensors model file ({error})") from None
+    if metadata.get("format") != FORMAT_NAME:
+        raise ModelFileError(path, "a safetensors file, but not an audiodiff model (no audiodiff metadata)")
+    version = int(metadata.get("format_version", "0"))
+    if version > FORMAT_VERSION:
+        raise ModelFileError(
+            path, f"format version {version} is newer than this audiodiff reads ({FORMAT_VERSION}); upgrade audiodiff"
+        )
+    if version < 1:
+        raise ModelFileError(path, f"unknown format version {version}")
+    return json.loads(metadata["config"])
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> AudioDiffusion:
+    """Load a ``.safetensors`` model written by :meth:`AudioDiffusion.save` (no unpickling)."""
+    from safetensors.torch import load_file
+
+    config = ModelConfig.from_dict(read_metadata(path))
+    model = AudioDiffusion(config)
+    state = load_file(str(path))
+    try:
+        model.network.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        raise ModelFileError(path, f"weights do not match the stored config: {error}") from None
+    return model.to(device).eval()
+
+
+def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> AudioDiffusion:
+    """Rebuild the model from a Lightning training checkpoint (``.ckpt``).
+
+    Takes the checkpoint's ``state_dict``, which holds the EMA weights when training used the
+    ``EMAWeightAveraging`` callback (all shipped recipes do). Read with ``weights_only=True``.
+    """
+    checkpoint = _load_weights_only(path)
+    if not isinstance(checkpoint, dict) or CHECKPOINT_CONFIG_KEY not in checkpoint:
+        raise ModelFileError(path, "not an audiodiff training checkpoint (no audiodiff config inside)")
+    config = ModelConfig.from_dict(checkpoint[CHECKPOINT_CONFIG_KEY])
+    prefix = "model.network."
+    state = {k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
+    model = AudioDiffusion(config)
+    try:
+        model.network.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        raise ModelFileError(path, f"weights do not match the stored config: {error}") from None
+    return model.to(device).eval()
+
+
+def load_any(path: str | os.PathLike, device: str | torch.device = "cpu") -> AudioDiffusion:
+    """A ``.safetensors`` model or, for convenience, a ``.ckpt`` training checkpoint."""
+    if Path(path).suffix == ".ckpt":
+        return load_checkpoint(path, device)
+    return load_model(path, device)
+
+
+def _load_weights_only(path: str | os.PathLike) -> Any:
+    """``torch.load(weights_only=True)`` with one-line errors: a pickle that would run code is refused."""
+    if not Path(path).is_file():
+        raise ModelFileError(path, "no such file")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - torch raises many types for bad pickles
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ModelFileError(path, f"refused or unreadable as a weights-only checkpoint: {first_line}") from None
+
+
+# ------------------------------------------------------ reference DiffWave
+def _reference_key(key: str) -> str:
+    """Map a reference ``diffwave`` state-dict key to ours."""
+    key = key.removeprefix("module.")
+    key = key.replace("spectrogram_upsampler.conv1.", "network.mel_upsampler.stages.0.")
+    key = key.replace("spectrogram_upsampler.conv2.", "network.mel_upsampler.stages.1.")
+    return key if key.startswith("network.") else f"network.{key}"
+
+
+def config_from_reference(state: dict[str, Tensor], params: dict[str, Any] | None) -> ModelConfig:
+    """Infer our config from a reference state dict and its (optional) ``params`` dict."""
+    params = dict(params or {})
+    layers = sorted({int(k.split(".")[1]) for k in state if k.startswith("residual_layers.")})
+    channels = state["input_projection.weight"].shape[0]
+    conditional = any(k.startswith("spectrogram_upsampler.") for k in state)
+    n_mels = state["residual_layers.0.conditioner_projection.weight"].shape[1] if conditional else None
+    noise_schedule = params.get("noise_schedule", np.linspace(1e-4, 0.05, 50).tolist())
+    dilation_cycle = int(params.get("dilation_cycle_length", 10))
+    hop = int(params.get("hop_samples", 256))
+    sample_rate = int(params.get("sample_rate", 22050))
+    if conditional and hop != 256:
+        raise ValueError(f"the reference upsampler is fixed at hop 256, params say {hop}")
+    schedule = ScheduleConfig(
+        num_steps=len(noise_schedule),
+        beta_start=float(noise_schedule[0]),
+        beta_end=float(noise_schedule[-1]),
+        fast_betas=tuple(params.get("inference_noise_schedule", (1e-4, 1e-3, 1e-2, 5e-2, 2e-1, 5e-1))),
+    )
+    denoiser = DenoiserConfig(
+        residual_channels=channels, residual_layers=len(layers), dilation_cycle=dilation_cycle,
+        n_mels=n_mels, hop_length=hop, max_steps=schedule.num_steps,
+    )
+    mel = mel_preset("diffwave", sample_rate=sample_rate, n_mels=n_mels, hop_length=hop,
+                     n_fft=int(params.get("n_fft", 1024)), win_length=4 * hop) if conditional else None
+    return ModelConfig(denoiser=denoiser, mel=mel, schedule=schedule, sample_rate=sample_rate)
+
+
+def import_diffwave(path: str | os.PathLike) -> AudioDiffusion:
+    """Convert a reference DiffWave checkpoint (``{'model': state, 'params': ...}`` or a bare state dict).
+
+    The file is read with ``torch.load(weights_only=True)``: a pickle that would run code is refused.
+    """
+    checkpoint = _load_weights_only(path)
+    if isinstance(checkpoint, dict) and "model" in checkpoint and isinstance(checkpoint["model"], dict):
+        state, params = checkpoint["model"], checkpoint.get("params")
+    elif isinstance(checkpoint, dict) and all(isinstance(v, Tensor) for v in checkpoint.values()):
+        state, params = checkpoint, None
+    else:
+        raise ModelFileError(path, "neither {'model': state_dict, 'params': ...} nor a bare state dict")
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    if "input_projection.weight" not in state:
+        raise ModelFileError(path, "no DiffWave weights found (missing input_projection.weight)")
+    config = config_from_reference(state, params if isinstance(params, dict) else None)
+    model = AudioDiffusion(config)
+    converted = {_reference_key(k).removeprefix("network."): v for k, v in state.items()}
+    model.network.load_state_dict(converted, strict=True)
+    return model.eval()

@@ -1,0 +1,178 @@
+"""The Lightning module that trains a DiffWave denoiser.
+
+EMA weights come from Lightning's :class:`~pytorch_lightning.callbacks.EMAWeightAveraging`
+callback (see the ``configs/``): it swaps the averaged weights in for validation and stores
+them as the checkpoint's ``state_dict``, which is what ``audiodiff export`` writes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.utilities import grad_norm
+from torch import Tensor
+
+from audiodiff.diffusion.loss import epsilon_loss
+from audiodiff.diffusion.schedule import SCHEDULES
+from audiodiff.mel import mel_preset
+from audiodiff.metrics import mel_l1_distance, multi_resolution_stft_distance
+from audiodiff.model import denoiser_config
+from audiodiff.pretrained import CHECKPOINT_CONFIG_KEY, AudioDiffusion, ModelConfig
+
+
+def build_model_config(
+    size: str,
+    conditional: bool,
+    mel_preset_name: str,
+    mel_overrides: dict[str, Any] | None,
+    schedule: str,
+    denoiser_overrides: dict[str, Any] | None,
+    sample_rate: int | None,
+) -> ModelConfig:
+    """Assemble a :class:`ModelConfig` from the named pieces a recipe chooses."""
+    mel = mel_preset(mel_preset_name, **(mel_overrides or {}))
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule {schedule!r}; choose one of {sorted(SCHEDULES)}")
+    schedule_config = SCHEDULES[schedule]
+    denoiser = denoiser_config(
+        size,
+        n_mels=mel.n_mels if conditional else None,
+        hop_length=mel.hop_length,
+        max_steps=schedule_config.num_steps,
+        **(denoiser_overrides or {}),
+    )
+    return ModelConfig(
+        denoiser=denoiser,
+        mel=mel if conditional else None,
+        schedule=schedule_config,
+        sample_rate=mel.sample_rate if conditional or sample_rate is None else sample_rate,
+    )
+
+
+class DiffusionModule(pl.LightningModule):
+    """Trains :class:`~audiodiff.pretrained.AudioDiffusion` with the epsilon-prediction loss.
+
+    Args:
+        size: Network size: ``tiny``, ``base`` (DiffWave BASE, 2.6 M parameters) or ``large``.
+        conditional: Condition on mel spectrograms (a vocoder); ``False`` for unconditional audio.
+        mel_preset: Mel convention the vocoder is trained on (``hifigan`` or ``diffwave``).
+        mel_overrides: Fields of the preset to change, e.g. ``{sample_rate: 16000}``.
+        schedule: Training noise schedule: ``base`` (T=50) or ``large`` (T=200).
+        denoiser_overrides: Fields of the network size to change, e.g. ``{residual_layers: 20}``.
+        sample_rate: Sample rate of an unconditional model (a vocoder takes its mel preset's).
+        learning_rate: AdamW learning rate.
+        weight_decay: AdamW weight decay.
+        loss: ``l1`` (DiffWave's) or ``l2`` on the predicted noise.
+        val_sampler: Sampler used to synthesise validation audio from the EMA weights.
+        val_audio_clips: How many validation clips are logged as audio and mel figures.
+        val_seed: Seed of the validation noise, so validation metrics are comparable across epochs.
+    """
+
+    def __init__(
+        self,
+        size: str = "base",
+        conditional: bool = True,
+        mel_preset: str = "hifigan",
+        mel_overrides: dict[str, Any] | None = None,
+        schedule: str = "base",
+        denoiser_overrides: dict[str, Any] | None = None,
+        sample_rate: int | None = None,
+        learning_rate: float = 2e-4,
+        weight_decay: float = 0.0,
+        loss: str = "l1",
+        val_sampler: str = "fast",
+        val_audio_clips: int = 2,
+        val_seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.model_config = build_model_config(
+            size, conditional, mel_preset, mel_overrides, schedule, denoiser_overrides, sample_rate
+        )
+        self.model = AudioDiffusion(self.model_config)
+        self.register_buffer(
+            "alpha_bars", torch.from_numpy(self.model.schedule.alpha_bars).float(), persistent=False
+        )
+
+    # Linked into the data module by the CLI, so the sample rate is written once.
+    @property
+    def sample_rate(self) -> int:
+        return self.model_config.sample_rate
+
+    @property
+    def hop_length(self) -> int:
+        return self.model_config.denoiser.hop_length
+
+    def _mel(self, audio: Tensor) -> Tensor | None:
+        """Mel of ``audio`` ``(B, T)`` in float32, outside autocast; ``None`` if unconditional."""
+        if self.model.mel_frontend is None:
+            return None
+        with torch.autocast(device_type=audio.device.type, enabled=False):
+            return self.model.mel_frontend(audio.float())
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        audio = batch["audio"]
+        mel = self._mel(audio)
+        conditioning = self.model.network.condition(mel)
+        loss = epsilon_loss(
+            lambda x, t: self.model.network.denoise(x, t, conditioning),
+            audio, self.alpha_bars, kind=self.hparams.loss,
+        )
+        self.log("train/loss", loss, prog_bar=True, batch_size=audio.shape[0])
+        return loss
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        norms = grad_norm(self.model.network, norm_type=2)
+        if "grad_2.0_norm_total" in norms:
+            self.log("train/grad_norm", norms["grad_2.0_norm_total"])
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        audio = batch["audio"]
+        generator = torch.Generator().manual_seed(self.hparams.val_seed + batch_idx)
+        mel = self._mel(audio)
+        conditioning = self.model.network.condition(mel)
+        loss = epsilon_loss(
+            lambda x, t: self.model.network.denoise(x, t, conditioning),
+            audio, self.alpha_bars, kind=self.hparams.loss, generator=generator,
+        )
+        self.log("val/loss", loss, batch_size=1, sync_dist=True)
+        if mel is None:
+            return
+        generated = self.model.vocode(
+            mel, sampler=self.hparams.val_sampler, seed=self.hparams.val_seed + batch_idx
+        )
+        generated = generated.clone()
+        self.log("val/mrstft", multi_resolution_stft_distance(generated, audio).mean(), batch_size=1, sync_dist=True)
+        self.log("val/mel_l1", mel_l1_distance(self._mel(generated), mel).mean(), batch_size=1, sync_dist=True)
+        if batch_idx < self.hparams.val_audio_clips:
+            self._log_media(batch_idx, audio[0], generated[0], mel[0], self._mel(generated)[0])
+
+    def _log_media(self, index: int, real: Tensor, fake: Tensor, real_mel: Tensor, fake_mel: Tensor) -> None:
+        """Validation audio and a real-vs-generated mel figure, to TensorBoard (rank 0 only)."""
+        experiment = getattr(self.logger, "experiment", None)
+        if self.global_rank != 0 or not hasattr(experiment, "add_audio"):
+            return
+        from audiodiff.figures import mel_comparison_figure
+
+        step = self.global_step
+        if self.current_epoch == 0 or step == 0:
+            experiment.add_audio(f"val/{index}/real", real.float().cpu().unsqueeze(0), step, self.sample_rate)
+        experiment.add_audio(f"val/{index}/generated", fake.float().cpu().unsqueeze(0), step, self.sample_rate)
+        figure = mel_comparison_figure(
+            [real_mel.float().cpu().numpy(), fake_mel.float().cpu().numpy()],
+            ["real", f"generated ({self.hparams.val_sampler}, step {step})"],
+            self.sample_rate, self.hop_length,
+        )
+        experiment.add_figure(f"val/{index}/mel", figure, step)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(
+            self.model.network.parameters(), lr=self.hparams.learning_rate, weight_decay=self.hparams.weight_decay
+        )
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        config = self.model_config.to_dict()
+        config["training_step"] = int(self.global_step)
+        checkpoint[CHECKPOINT_CONFIG_KEY] = config

@@ -1,0 +1,64 @@
+"""Shared fixtures: tiny models and synthetic audio made in the tests themselves."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from audiodiff.diffusion.schedule import SCHEDULES
+from audiodiff.mel import mel_preset
+from audiodiff.model import denoiser_config
+from audiodiff.pretrained import AudioDiffusion, ModelConfig
+
+DATA_DIR = Path(__file__).parent / "data"
+
+
+@pytest.fixture
+def device() -> str:
+    """The device under test: ``cpu`` unless ``AUDIODIFF_TEST_DEVICE`` says e.g. ``cuda``."""
+    name = os.environ.get("AUDIODIFF_TEST_DEVICE", "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        pytest.skip("AUDIODIFF_TEST_DEVICE asks for CUDA but none is available")
+    return name
+
+
+def make_tiny_model(preset: str = "hifigan", seed: int = 0, **mel_overrides) -> AudioDiffusion:
+    """A ``tiny`` vocoder with random, non-trivial weights (the output projection is not zero)."""
+    torch.manual_seed(seed)
+    mel = mel_preset(preset, **mel_overrides)
+    schedule = SCHEDULES["base"]
+    denoiser = denoiser_config("tiny", n_mels=mel.n_mels, hop_length=mel.hop_length, max_steps=schedule.num_steps)
+    model = AudioDiffusion(ModelConfig(denoiser=denoiser, mel=mel, schedule=schedule, sample_rate=mel.sample_rate))
+    torch.nn.init.normal_(model.network.output_projection.weight, std=0.05)
+    return model.eval()
+
+
+@pytest.fixture
+def tiny_model() -> AudioDiffusion:
+    return make_tiny_model()
+
+
+@pytest.fixture
+def tiny_model_file(tmp_path: Path, tiny_model: AudioDiffusion) -> Path:
+    return tiny_model.save(tmp_path / "tiny.safetensors")
+
+
+def sine(seconds: float, sample_rate: int, freq: float = 220.0, amplitude: float = 0.5) -> np.ndarray:
+    t = np.arange(int(seconds * sample_rate)) / sample_rate
+    return (amplitude * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def speech_like(seconds: float, sample_rate: int, seed: int = 0) -> np.ndarray:
+    """A harmonic tone with a moving pitch and a noise burst: enough structure for mels."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * sample_rate)) / sample_rate
+    f0 = 140 + 40 * np.sin(2 * np.pi * 1.5 * t)
+    phase = 2 * np.pi * np.cumsum(f0) / sample_rate
+    voiced = sum(np.sin(k * phase) / k for k in range(1, 8))
+    envelope = 0.5 * (1 + np.sin(2 * np.pi * 3 * t))
+    noise = rng.normal(0, 0.05, t.shape)
+    return (0.25 * envelope * voiced + noise).astype(np.float32)
