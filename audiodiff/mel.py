@@ -158,27 +158,30 @@ class MelSpectrogram(nn.Module):
             mel = self._diffwave(audio)
         return mel[..., :frames]
 
-    def _stft_magnitude(self, audio: Tensor, center: bool, normalized: bool) -> Tensor:
-        spec = torch.stft(
+    def _stft(self, audio: Tensor, center: bool) -> Tensor:
+        """Complex STFT ``(B, n_fft // 2 + 1, frames)``."""
+        return torch.stft(
             audio, n_fft=self.config.n_fft, hop_length=self.config.hop_length,
             win_length=self.config.win_length, window=self.window, center=center,
-            pad_mode="reflect", normalized=normalized, onesided=True, return_complex=True,
+            pad_mode="reflect", normalized=False, onesided=True, return_complex=True,
         )
-        return spec
 
     def _hifigan(self, audio: Tensor) -> Tensor:
         pad = (self.config.n_fft - self.config.hop_length) // 2
         if audio.shape[-1] <= pad:
             raise ValueError(f"audio of {audio.shape[-1]} samples is too short to reflect-pad by {pad}")
         audio = torch.nn.functional.pad(audio.unsqueeze(1), (pad, pad), mode="reflect").squeeze(1)
-        spec = self._stft_magnitude(audio, center=False, normalized=False)
+        spec = self._stft(audio, center=False)
         magnitude = torch.sqrt(spec.real.pow(2) + spec.imag.pow(2) + 1e-9)
         mel = torch.matmul(self.mel_basis, magnitude)
         return torch.log(torch.clamp(mel, min=MEL_FLOOR))
 
     def _diffwave(self, audio: Tensor) -> Tensor:
-        spec = self._stft_magnitude(audio, center=True, normalized=True)
-        mel = torch.matmul(self.mel_basis, spec.abs())
+        # torchaudio's normalized=True divides by the window's L2 norm (torch.stft's would
+        # divide by sqrt(n_fft), 4.3 dB off for a Hann window of 1024).
+        spec = self._stft(audio, center=True)
+        magnitude = spec.abs() / self.window.pow(2).sum().sqrt()
+        mel = torch.matmul(self.mel_basis, magnitude)
         db = 20 * torch.log10(torch.clamp(mel, min=MEL_FLOOR)) - 20
         return torch.clamp((db + 100) / 100, 0.0, 1.0)
 

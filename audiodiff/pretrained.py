@@ -278,28 +278,47 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
         raise ModelFileError(path, f"not a safetensors model file ({error})") from None
     if metadata.get("format") != FORMAT_NAME:
         raise ModelFileError(path, "a safetensors file, but not an audiodiff model (no audiodiff metadata)")
-    version = int(metadata.get("format_version", "0"))
+    try:
+        version = int(metadata.get("format_version", "0"))
+        config = json.loads(metadata["config"])
+    except (KeyError, ValueError) as error:
+        raise ModelFileError(path, f"damaged audiodiff metadata ({type(error).__name__}: {error})") from None
     if version > FORMAT_VERSION:
         raise ModelFileError(
             path, f"format version {version} is newer than this audiodiff reads ({FORMAT_VERSION}); upgrade audiodiff"
         )
     if version < 1:
         raise ModelFileError(path, f"unknown format version {version}")
-    return json.loads(metadata["config"])
+    return config
 
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> AudioDiffusion:
     """Load a ``.safetensors`` model written by :meth:`AudioDiffusion.save` (no unpickling)."""
     from safetensors.torch import load_file
 
-    config = ModelConfig.from_dict(read_metadata(path))
+    config = _config_from_dict(path, read_metadata(path))
     model = AudioDiffusion(config)
-    state = load_file(str(path))
     try:
+        state = load_file(str(path))
         model.network.load_state_dict(state, strict=True)
-    except RuntimeError as error:
-        raise ModelFileError(path, f"weights do not match the stored config: {error}") from None
+    except Exception as error:  # noqa: BLE001 - safetensors/torch errors on damaged files
+        raise ModelFileError(path, f"weights unreadable or do not match the stored config: {_first_line(error)}") from None
     return model.to(device).eval()
+
+
+def _first_line(error: BaseException, limit: int = 240) -> str:
+    """The error's message folded onto one line and shortened to ``limit`` characters."""
+    text = " ".join(str(error).split())
+    if not text:
+        return type(error).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _config_from_dict(path: str | os.PathLike, data: Any) -> ModelConfig:
+    try:
+        return ModelConfig.from_dict(data)
+    except (KeyError, TypeError, ValueError) as error:
+        raise ModelFileError(path, f"invalid model config ({type(error).__name__}: {_first_line(error)})") from None
 
 
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> AudioDiffusion:
@@ -311,14 +330,14 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     checkpoint = _load_weights_only(path)
     if not isinstance(checkpoint, dict) or CHECKPOINT_CONFIG_KEY not in checkpoint:
         raise ModelFileError(path, "not an audiodiff training checkpoint (no audiodiff config inside)")
-    config = ModelConfig.from_dict(checkpoint[CHECKPOINT_CONFIG_KEY])
+    config = _config_from_dict(path, checkpoint[CHECKPOINT_CONFIG_KEY])
     prefix = "model.network."
-    state = {k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
     model = AudioDiffusion(config)
     try:
+        state = {k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
         model.network.load_state_dict(state, strict=True)
-    except RuntimeError as error:
-        raise ModelFileError(path, f"weights do not match the stored config: {error}") from None
+    except (KeyError, AttributeError, RuntimeError) as error:
+        raise ModelFileError(path, f"weights do not match the stored config: {_first_line(error)}") from None
     return model.to(device).eval()
 
 
@@ -336,8 +355,7 @@ def _load_weights_only(path: str | os.PathLike) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - torch raises many types for bad pickles
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ModelFileError(path, f"refused or unreadable as a weights-only checkpoint: {first_line}") from None
+        raise ModelFileError(path, f"refused or unreadable as a weights-only checkpoint: {_first_line(error)}") from None
 
 
 # ------------------------------------------------------ reference DiffWave
@@ -356,7 +374,10 @@ def config_from_reference(state: dict[str, Tensor], params: dict[str, Any] | Non
     channels = state["input_projection.weight"].shape[0]
     conditional = any(k.startswith("spectrogram_upsampler.") for k in state)
     n_mels = state["residual_layers.0.conditioner_projection.weight"].shape[1] if conditional else None
-    noise_schedule = params.get("noise_schedule", np.linspace(1e-4, 0.05, 50).tolist())
+    noise_schedule = np.asarray(params.get("noise_schedule", np.linspace(1e-4, 0.05, 50)), dtype=np.float64)
+    linear = np.linspace(noise_schedule[0], noise_schedule[-1], len(noise_schedule))
+    if not np.allclose(noise_schedule, linear, rtol=1e-6, atol=1e-9):
+        raise ValueError("the checkpoint's noise_schedule is not linear; audiodiff schedules are linear")
     dilation_cycle = int(params.get("dilation_cycle_length", 10))
     hop = int(params.get("hop_samples", 256))
     sample_rate = int(params.get("sample_rate", 22050))
@@ -392,8 +413,11 @@ def import_diffwave(path: str | os.PathLike) -> AudioDiffusion:
     state = {k.removeprefix("module."): v for k, v in state.items()}
     if "input_projection.weight" not in state:
         raise ModelFileError(path, "no DiffWave weights found (missing input_projection.weight)")
-    config = config_from_reference(state, params if isinstance(params, dict) else None)
-    model = AudioDiffusion(config)
-    converted = {_reference_key(k).removeprefix("network."): v for k, v in state.items()}
-    model.network.load_state_dict(converted, strict=True)
+    try:
+        config = config_from_reference(state, params if isinstance(params, dict) else None)
+        model = AudioDiffusion(config)
+        converted = {_reference_key(k).removeprefix("network."): v for k, v in state.items()}
+        model.network.load_state_dict(converted, strict=True)
+    except (KeyError, IndexError, ValueError, RuntimeError) as error:
+        raise ModelFileError(path, f"not a usable DiffWave checkpoint: {_first_line(error)}") from None
     return model.eval()
