@@ -2,26 +2,19 @@
 
 The sample rate and hop length are written once, in the model's mel preset, and linked into
 the data module. ``--ckpt_path`` resumes a run (step count, optimiser, EMA and all).
+Callbacks (EMA weights, checkpoints) are part of each recipe in ``configs/``; a run without
+an ``EMAWeightAveraging`` callback is warned that export will write the raw weights.
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+import warnings
+from typing import Sequence
 
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
 from audiodiff.data import AudioDataModule
 from audiodiff.training import DiffusionModule
-
-
-def default_callbacks() -> list[dict[str, Any]]:
-    """EMA weights and last/best checkpoints, used when a config names no callbacks."""
-    return [
-        {"class_path": "pytorch_lightning.callbacks.EMAWeightAveraging", "init_args": {"decay": 0.999}},
-        {"class_path": "pytorch_lightning.callbacks.ModelCheckpoint",
-         "init_args": {"save_last": True, "monitor": "val/mel_l1", "mode": "min", "save_top_k": 1,
-                       "filename": "best-{step}"}},
-    ]
 
 
 class AudioDiffCLI(LightningCLI):
@@ -34,6 +27,7 @@ class AudioDiffCLI(LightningCLI):
 
 def run_training(argv: Sequence[str]) -> AudioDiffCLI:
     """Parse ``argv`` like ``audiodiff train`` does, then fit. Returns the CLI (trainer, model, data)."""
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
     cli = AudioDiffCLI(
         DiffusionModule,
         AudioDataModule,
@@ -43,7 +37,6 @@ def run_training(argv: Sequence[str]) -> AudioDiffCLI:
             "default_root_dir": "runs",
             "logger": {"class_path": "pytorch_lightning.loggers.TensorBoardLogger",
                        "init_args": {"save_dir": "runs", "name": "audiodiff"}},
-            "callbacks": default_callbacks(),
         },
         save_config_kwargs={"overwrite": True},
         parser_kwargs={"prog": "audiodiff train"},

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.utilities import grad_norm
+from pytorch_lightning.utilities import grad_norm, rank_zero_warn
 from torch import Tensor
 
 from audiodiff.diffusion.loss import epsilon_loss
@@ -104,6 +104,15 @@ class DiffusionModule(pl.LightningModule):
     @property
     def hop_length(self) -> int:
         return self.model_config.denoiser.hop_length
+
+    def on_fit_start(self) -> None:
+        from pytorch_lightning.callbacks import WeightAveraging
+
+        if not any(isinstance(c, WeightAveraging) for c in self.trainer.callbacks):
+            rank_zero_warn(
+                "no EMAWeightAveraging callback: validation and export will use the raw weights "
+                "(the recipes in configs/ add one)"
+            )
 
     def _mel(self, audio: Tensor) -> Tensor | None:
         """Mel of ``audio`` ``(B, T)`` in float32, outside autocast; ``None`` if unconditional."""
