@@ -325,7 +325,7 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     """Rebuild the model from a Lightning training checkpoint (``.ckpt``).
 
     Takes the checkpoint's ``state_dict``, which holds the EMA weights when training used the
-    ``EMAWeightAveraging`` callback (all shipped recipes do). Read with ``weights_only=True``.
+    ``audiodiff.callbacks.EMA`` callback (all shipped recipes do). Read with ``weights_only=True``.
     """
     checkpoint = _load_weights_only(path)
     if not isinstance(checkpoint, dict) or CHECKPOINT_CONFIG_KEY not in checkpoint:

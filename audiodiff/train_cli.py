@@ -3,7 +3,7 @@
 The sample rate and hop length are written once, in the model's mel preset, and linked into
 the data module. ``--ckpt_path`` resumes a run (step count, optimiser, EMA and all).
 Callbacks (EMA weights, checkpoints) are part of each recipe in ``configs/``; a run without
-an ``EMAWeightAveraging`` callback is warned that export will write the raw weights.
+an EMA callback is warned that export will write the raw weights.
 """
 
 from __future__ import annotations

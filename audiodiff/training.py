@@ -1,6 +1,6 @@
 """The Lightning module that trains a DiffWave denoiser.
 
-EMA weights come from Lightning's :class:`~pytorch_lightning.callbacks.EMAWeightAveraging`
+EMA weights come from :class:`audiodiff.callbacks.EMA`, a Lightning ``WeightAveraging``
 callback (see the ``configs/``): it swaps the averaged weights in for validation and stores
 them as the checkpoint's ``state_dict``, which is what ``audiodiff export`` writes.
 """
@@ -110,7 +110,7 @@ class DiffusionModule(pl.LightningModule):
 
         if not any(isinstance(c, WeightAveraging) for c in self.trainer.callbacks):
             rank_zero_warn(
-                "no EMAWeightAveraging callback: validation and export will use the raw weights "
+                "no EMA (WeightAveraging) callback: validation and export will use the raw weights "
                 "(the recipes in configs/ add one)"
             )
 
@@ -167,8 +167,10 @@ class DiffusionModule(pl.LightningModule):
 
         step = self.global_step
         if self.current_epoch == 0 or step == 0:
-            experiment.add_audio(f"val/{index}/real", real.float().cpu().unsqueeze(0), step, self.sample_rate)
-        experiment.add_audio(f"val/{index}/generated", fake.float().cpu().unsqueeze(0), step, self.sample_rate)
+            experiment.add_audio(f"val/{index}/real", real.float().clamp(-1, 1).cpu().unsqueeze(0), step,
+                                 self.sample_rate)
+        experiment.add_audio(f"val/{index}/generated", fake.float().clamp(-1, 1).cpu().unsqueeze(0), step,
+                             self.sample_rate)
         figure = mel_comparison_figure(
             [real_mel.float().cpu().numpy(), fake_mel.float().cpu().numpy()],
             ["real", f"generated ({self.hparams.val_sampler}, step {step})"],

@@ -45,7 +45,7 @@ def fast_args(root: Path, runs: Path, steps: int, cache: Path) -> list[str]:
         "--trainer.max_steps", str(steps),
         "--trainer.val_check_interval", "2",
         "--trainer.callbacks", json.dumps([
-            {"class_path": "pytorch_lightning.callbacks.EMAWeightAveraging", "init_args": {"decay": 0.9}},
+            {"class_path": "audiodiff.callbacks.EMA", "init_args": {"decay": 0.9}},
             {"class_path": "pytorch_lightning.callbacks.ModelCheckpoint",
              "init_args": {"monitor": "val/mel_l1", "mode": "min", "save_top_k": 1, "filename": "best-{step}"}},
             {"class_path": "pytorch_lightning.callbacks.ModelCheckpoint",
@@ -113,3 +113,37 @@ def test_bad_files_are_skipped_by_the_scan(tmp_path: Path, speech_dir: Path, cap
     assert "3 usable, 2 skipped" in capsys.readouterr().out
     skipped = [r.getMessage() for r in caplog.records]
     assert any("broken.wav" in m for m in skipped) and any("silent.wav" in m and "silent" in m for m in skipped)
+
+
+def test_ema_warmup_decay_golden_values():
+    from audiodiff.callbacks import warmup_ema_decay
+
+    assert warmup_ema_decay(0.9999, 0) == pytest.approx(0.1)
+    assert warmup_ema_decay(0.9999, 90) == pytest.approx(91 / 100)
+    assert warmup_ema_decay(0.99, 10_000) == 0.99
+    assert warmup_ema_decay(0.99, 0, warmup=False) == 0.99
+
+
+def test_ema_callback_averages_like_the_formula():
+    import copy
+
+    import pytorch_lightning as pl
+
+    from audiodiff.callbacks import EMA
+
+    module = pl.LightningModule()
+    module.weight = torch.nn.Parameter(torch.zeros(3))
+    ema = EMA(decay=0.5)
+    from torch.optim.swa_utils import AveragedModel
+
+    averaged = AveragedModel(copy.deepcopy(module), multi_avg_fn=ema._kwargs["multi_avg_fn"], use_buffers=True)
+    expected = torch.zeros(3)
+    for n, value in enumerate([1.0, 2.0, 3.0, 4.0]):
+        module.weight.data.fill_(value)
+        averaged.update_parameters(module)
+        if n == 0:
+            expected = torch.full((3,), value)  # the first update copies
+        else:
+            d = min(0.5, (1 + n) / (10 + n))
+            expected = d * expected + (1 - d) * value
+    assert torch.allclose(averaged.module.weight, expected)

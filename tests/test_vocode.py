@@ -18,7 +18,7 @@ from conftest import make_tiny_model, speech_like
 
 def real_mel(model, seconds: float = 0.5, seed: int = 0) -> np.ndarray:
     audio = torch.from_numpy(speech_like(seconds, model.sample_rate, seed))
-    return model.mel(audio)[0].numpy()
+    return model.mel(audio)[0].cpu().numpy()
 
 
 def test_orientation_and_batch_axes_are_detected():
