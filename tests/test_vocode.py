@@ -96,8 +96,11 @@ def test_same_seed_same_audio_and_batching_keeps_lengths(tiny_model, device):
     first = model.vocode(mel_a, seed=11)
     again = model.vocode(mel_a, seed=11)
     other = model.vocode(mel_a, seed=12)
-    assert torch.equal(first, again)
-    assert not torch.allclose(first, other)
+    if device == "cpu":
+        assert torch.equal(first, again), "bit-identical on the CPU"
+    else:  # cuDNN may pick non-deterministic kernels: equal up to float rounding
+        assert torch.allclose(first, again, atol=1e-4)
+    assert not torch.allclose(first, other, atol=1e-2)
     assert first.shape == (1, mel_a.shape[-1] * model.hop_length)
 
 
