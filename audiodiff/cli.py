@@ -200,13 +200,19 @@ def _add_sampling_args(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="audiodiff", description="Diffusion vocoder and sound generator.")
+    parser = argparse.ArgumentParser(prog="audiodiff", description="A DiffWave-style diffusion vocoder.")
     parser.add_argument("--verbose", action="store_true", help="show tracebacks and debug logs")
+    common = argparse.ArgumentParser(add_help=False)  # --verbose also after the subcommand
+    common.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="show tracebacks and debug logs")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, **kwargs) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[common], **kwargs)
 
     sub.add_parser("train", help="train a model (LightningCLI; see 'audiodiff train --help')", add_help=False)
 
-    p = sub.add_parser("vocode", help="mel files (.npy/.npz/.pt) or audio files -> wavs")
+    p = add("vocode", help="mel files (.npy/.npz/.pt) or audio files -> wavs")
     p.add_argument("inputs", nargs="+", help="mel files, or audio files to resynthesise")
     p.add_argument("--model", "-m", required=True, help="a .safetensors model (or a .ckpt checkpoint)")
     p.add_argument("--out", "-o", default="vocoded", help="output folder (default: vocoded/)")
@@ -216,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sampling_args(p)
     p.set_defaults(func=cmd_vocode)
 
-    p = sub.add_parser("mel", help="audio files -> mel spectrograms (n_mels, frames) float32 .npy")
+    p = add("mel", help="audio files -> mel spectrograms (n_mels, frames) float32 .npy")
     p.add_argument("inputs", nargs="+")
     p.add_argument("--preset", default="hifigan", help="mel convention: hifigan or diffwave")
     p.add_argument("-o", "--output", help="output .npy (one input)")
@@ -227,22 +233,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", "-q", action="store_true")
     p.set_defaults(func=cmd_mel)
 
-    p = sub.add_parser("info", help="print a model file's configuration")
+    p = add("info", help="print a model file's configuration")
     p.add_argument("model")
     p.add_argument("--json", action="store_true", help="print only the config as JSON")
     p.set_defaults(func=cmd_info)
 
-    p = sub.add_parser("export", help="training checkpoint (.ckpt) -> .safetensors model (EMA weights)")
+    p = add("export", help="training checkpoint (.ckpt) -> .safetensors model (EMA weights)")
     p.add_argument("checkpoint")
     p.add_argument("-o", "--output", required=True)
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("import-diffwave", help="reference DiffWave checkpoint -> .safetensors model")
+    p = add("import-diffwave", help="reference DiffWave checkpoint -> .safetensors model")
     p.add_argument("checkpoint")
     p.add_argument("-o", "--output", required=True)
     p.set_defaults(func=cmd_import_diffwave)
 
-    p = sub.add_parser("demo", help="train a tiny vocoder on a speech clip for a few minutes (CPU) and vocode it")
+    p = add("demo", help="train a tiny vocoder on a speech clip for a few minutes (CPU) and vocode it")
     p.add_argument("--audio", default=None, help="speech clip to train on (default: the clip under tests/data/)")
     p.add_argument("--out", default="demo-out", help="output folder (default: demo-out/)")
     p.add_argument("--minutes", type=float, default=2.0, help="training time (default 2)")

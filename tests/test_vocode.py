@@ -98,8 +98,14 @@ def test_same_seed_same_audio_and_batching_keeps_lengths(tiny_model, device):
     other = model.vocode(mel_a, seed=12)
     if device == "cpu":
         assert torch.equal(first, again), "bit-identical on the CPU"
-    else:  # cuDNN may pick non-deterministic kernels: equal up to float rounding
-        assert torch.allclose(first, again, atol=1e-4)
+    else:  # cuDNN may pick other kernels from call to call (H200: max difference 1.6e-4) ...
+        assert (first - again).abs().max() < 1e-3
+        deterministic = torch.backends.cudnn.deterministic
+        torch.backends.cudnn.deterministic = True
+        try:  # ... unless told to be deterministic
+            assert torch.equal(model.vocode(mel_a, seed=11), model.vocode(mel_a, seed=11))
+        finally:
+            torch.backends.cudnn.deterministic = deterministic
     assert not torch.allclose(first, other, atol=1e-2)
     assert first.shape == (1, mel_a.shape[-1] * model.hop_length)
 
@@ -163,3 +169,19 @@ def test_a_seed_gives_the_same_audio_on_every_device(tiny_model, device):
     assert on_device.shape == on_cpu.shape
     assert (on_device - on_cpu).abs().max() < 2e-2
     assert (on_device - on_cpu).abs().mean() < 1e-3
+
+
+def test_import_diffwave_cli_writes_a_loadable_model(tmp_path: Path, capsys):
+    from diffwave.model import DiffWave as ReferenceDiffWave
+    from diffwave.params import AttrDict, params
+
+    small = AttrDict(params).override({"residual_layers": 4, "residual_channels": 8})
+    reference = ReferenceDiffWave(small)
+    torch.save({"model": reference.state_dict(), "params": dict(small)}, tmp_path / "weights.pt")
+    target = tmp_path / "converted.safetensors"
+    assert main(["import-diffwave", str(tmp_path / "weights.pt"), "-o", str(target)]) == 0
+    model = load_model(target)
+    assert model.config.mel.preset == "diffwave"
+    assert model.config.denoiser.residual_layers == 4 and model.config.denoiser.residual_channels == 8
+    assert main(["import-diffwave", str(tmp_path / "missing.pt"), "-o", str(target)]) == 1
+    assert "missing.pt" in capsys.readouterr().err
