@@ -65,11 +65,13 @@ def cmd_vocode(args: argparse.Namespace) -> int:
     items = load_inputs(args.inputs, model, report)
     out_dir = Path(args.out)
     n_steps = len(model.sigmas(args.sampler, args.steps)) - 1
-    total = sum(len(group) for group in batches(items, args.batch_size))
+    bytes_per_frame = model.network.conditioning_bytes(1, model.hop_length)
+    max_frames = max(1, int(args.max_batch_gb * 2**30 / bytes_per_frame))
+    total = len(items)
     bar = tqdm(total=total * n_steps, unit="step", desc="vocoding", disable=args.quiet or not items)
     written = 0
     try:
-        for group in batches(items, args.batch_size):
+        for group in batches(items, args.batch_size, max_frames):
             waves = vocode_batch(model, group, sampler=args.sampler, steps=args.steps, seed=args.seed,
                                  callback=lambda i, n, g=len(group): bar.update(g))
             for (_, item), wave in zip(group, waves):
@@ -216,7 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", help="mel files, or audio files to resynthesise")
     p.add_argument("--model", "-m", required=True, help="a .safetensors model (or a .ckpt checkpoint)")
     p.add_argument("--out", "-o", default="vocoded", help="output folder (default: vocoded/)")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=8, help="inputs vocoded together (default 8)")
+    p.add_argument("--max-batch-gb", type=float, default=2.0,
+                   help="memory for a batch's cached mel conditioning; longer inputs go alone (default 2)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     p.add_argument("--quiet", "-q", action="store_true")
     _add_sampling_args(p)

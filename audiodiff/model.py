@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -170,7 +170,25 @@ class ResidualBlock(nn.Module):
         return (x + residual) / math.sqrt(2.0), skip
 
 
-Conditioning = list[Tensor] | None
+class ProjectedPerStep(Sequence[Tensor]):
+    """Per-block conditioner projections computed on access from the cached upsampled mel.
+
+    The memory-saving form of :data:`Conditioning`: the upsampling is still done once per
+    utterance, but each block's 1x1 projection is recomputed at every step.
+    """
+
+    def __init__(self, upsampled: Tensor, layers: Sequence["ResidualBlock"]) -> None:
+        self.upsampled = upsampled
+        self.layers = layers
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def __getitem__(self, index):  # type: ignore[override]
+        return self.layers[index].conditioner_projection(self.upsampled)
+
+
+Conditioning = Sequence[Tensor] | None
 """Per-block conditioner projections, each ``(B, 2C, T)``; ``None`` for unconditional models."""
 
 
@@ -196,10 +214,18 @@ class DiffWave(nn.Module):
     def conditional(self) -> bool:
         return self.config.n_mels is not None
 
-    def condition(self, mel: Tensor | None) -> Conditioning:
+    def conditioning_bytes(self, batch: int, samples: int, element_size: int = 4) -> int:
+        """Memory that cached per-block projections of ``batch`` x ``samples`` would take."""
+        channels = 2 * self.config.residual_channels
+        return batch * samples * channels * self.config.residual_layers * element_size
+
+    def condition(self, mel: Tensor | None, cache_projections: bool = True) -> Conditioning:
         """Everything that depends on the mel alone, computed once per utterance.
 
         ``mel`` is ``(B, n_mels, frames)``; returns one ``(B, 2C, frames * hop)`` tensor per block.
+        With ``cache_projections=False`` only the upsampled mel is kept and the per-block 1x1
+        projections are recomputed when used (:class:`ProjectedPerStep`): the same values for
+        ``1 / residual_layers`` of the memory.
         """
         if not self.conditional:
             if mel is not None:
@@ -210,6 +236,8 @@ class DiffWave(nn.Module):
         if mel.dim() != 3 or mel.shape[1] != self.config.n_mels:
             raise ValueError(f"expected mel (B, {self.config.n_mels}, frames), got {tuple(mel.shape)}")
         upsampled = self.mel_upsampler(mel)
+        if not cache_projections:
+            return ProjectedPerStep(upsampled, self.residual_layers)
         return [layer.conditioner_projection(upsampled) for layer in self.residual_layers]
 
     def denoise(self, audio: Tensor, step: Tensor, conditioning: Conditioning) -> Tensor:

@@ -35,6 +35,9 @@ FORMAT_NAME = "audiodiff"
 CHECKPOINT_CONFIG_KEY = "audiodiff_config"
 FORMAT_VERSION = 1
 SAMPLERS = ("fast", "ddpm")
+#: Cached per-block conditioner projections may use this much memory; beyond it they are
+#: recomputed at each step (the upsampled mel is still computed once).
+DEFAULT_CONDITIONING_BUDGET = 2 * 2**30
 
 
 class ModelFileError(Exception):
@@ -204,10 +207,13 @@ class AudioDiffusion(nn.Module):
         steps: int | None = None,
         seed: Seed = None,
         callback: Callable[[int, int], None] | None = None,
+        conditioning_budget: int = DEFAULT_CONDITIONING_BUDGET,
     ) -> Tensor:
         """Mel ``(B, n_mels, frames)`` or ``(n_mels, frames)`` -> audio ``(B, frames * hop)``.
 
-        An int ``seed`` gives batch row ``k`` the seed ``seed + k`` (a list gives one seed per
+        The mel conditioning is computed once; its per-block projections are cached while they
+        fit ``conditioning_budget`` bytes (base: about 15 kB per output sample), else recomputed
+        at each step. An int ``seed`` gives batch row ``k`` the seed ``seed + k`` (a list gives one seed per
         row): the same seed gives the same audio, on any device.
         """
         if self.mel_frontend is None:
@@ -215,9 +221,10 @@ class AudioDiffusion(nn.Module):
         if mel.dim() == 2:
             mel = mel.unsqueeze(0)
         mel = mel.to(self.device, torch.float32)
-        with torch.inference_mode():
-            conditioning = self.network.condition(mel)
         shape = (mel.shape[0], mel.shape[-1] * self.hop_length)
+        cache = self.network.conditioning_bytes(*shape) <= conditioning_budget
+        with torch.inference_mode():
+            conditioning = self.network.condition(mel, cache_projections=cache)
         return self.sample(conditioning, shape, sampler=sampler, steps=steps, seed=seed, callback=callback)
 
     def generate(

@@ -136,11 +136,25 @@ def _warn_convention(path: Path, mel: Tensor, model: AudioDiffusion) -> None:
         log.warning("%s: %s; the output will likely be noise", path, mismatch)
 
 
-def batches(items: Sequence[VocodeItem], batch_size: int) -> Iterator[list[tuple[int, VocodeItem]]]:
-    """Consecutive groups of ``(index, item)``; items keep their input order and index."""
-    indexed = list(enumerate(items))
-    for start in range(0, len(indexed), batch_size):
-        yield indexed[start : start + batch_size]
+def batches(
+    items: Sequence[VocodeItem], batch_size: int, max_frames: int | None = None
+) -> Iterator[list[tuple[int, VocodeItem]]]:
+    """Consecutive groups of ``(index, item)`` in input order.
+
+    A group holds at most ``batch_size`` items and, when ``max_frames`` is given, at most
+    ``max_frames`` padded frames in all (``len(group) * longest``); a longer item goes alone.
+    """
+    group: list[tuple[int, VocodeItem]] = []
+    for index, item in enumerate(items):
+        candidate = group + [(index, item)]
+        longest = max(i.mel.shape[-1] for _, i in candidate)
+        too_big = max_frames is not None and len(candidate) * longest > max_frames
+        if group and (len(candidate) > batch_size or too_big):
+            yield group
+            candidate = [(index, item)]
+        group = candidate
+    if group:
+        yield group
 
 
 def pad_mels(mels: Sequence[Tensor]) -> Tensor:

@@ -185,3 +185,19 @@ def test_import_diffwave_cli_writes_a_loadable_model(tmp_path: Path, capsys):
     assert model.config.denoiser.residual_layers == 4 and model.config.denoiser.residual_channels == 8
     assert main(["import-diffwave", str(tmp_path / "missing.pt"), "-o", str(target)]) == 1
     assert "missing.pt" in capsys.readouterr().err
+
+
+def test_uncached_conditioning_gives_the_same_audio(tiny_model):
+    mel = torch.from_numpy(real_mel(tiny_model, 0.3, seed=4))
+    cached = tiny_model.vocode(mel, seed=1)
+    recomputed = tiny_model.vocode(mel, seed=1, conditioning_budget=0)
+    assert torch.allclose(cached, recomputed, atol=1e-6)
+
+
+def test_batches_respect_size_and_frame_budget():
+    from audiodiff.vocoding import VocodeItem, batches
+
+    items = [VocodeItem(f"x{k}", Path("x"), torch.zeros(80, frames)) for k, frames in enumerate([10, 10, 50, 10, 10, 10])]
+    groups = [[index for index, _ in group] for group in batches(items, batch_size=3, max_frames=60)]
+    assert groups == [[0, 1], [2], [3, 4, 5]]
+    assert [[i for i, _ in g] for g in batches(items, batch_size=4)] == [[0, 1, 2, 3], [4, 5]]
