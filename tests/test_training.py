@@ -28,6 +28,7 @@ def speech_dir(tmp_path: Path) -> Path:
     root.mkdir()
     for k in range(3):
         sf.write(root / f"utt{k}.wav", speech_like(0.8, 22050, seed=k), 22050)
+    sf.write(root / "utt3.mp3", speech_like(0.8, 44100, seed=3), 44100)  # other format, other rate
     return root
 
 
@@ -44,6 +45,7 @@ def fast_args(root: Path, runs: Path, steps: int, cache: Path) -> list[str]:
         "--model.denoiser_overrides", "{residual_layers: 3, residual_channels: 8}",
         "--trainer.max_steps", str(steps),
         "--trainer.val_check_interval", "2",
+        "--trainer.log_every_n_steps", "1",
         "--trainer.callbacks", json.dumps([
             {"class_path": "audiodiff.callbacks.EMA", "init_args": {"decay": 0.9}},
             {"class_path": "pytorch_lightning.callbacks.ModelCheckpoint",
@@ -58,13 +60,25 @@ def fast_args(root: Path, runs: Path, steps: int, cache: Path) -> list[str]:
     ]
 
 
+def assert_tensorboard_logs(runs: Path) -> None:
+    """Loss, grad norm, validation metrics, validation audio and the mel figure are logged."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(next(runs.rglob("events.out.tfevents.*"))), size_guidance={"audio": 0, "images": 0})
+    events.Reload()
+    tags = events.Tags()
+    assert {"train/loss", "train/grad_norm", "val/loss", "val/mrstft", "val/mel_l1"} <= set(tags["scalars"])
+    assert {"val/0/real", "val/0/generated"} <= set(tags["audio"])
+    assert "val/0/mel" in tags["images"]
+
+
 def test_fit_resume_export_and_vocode(tmp_path: Path, speech_dir: Path, capsys):
     runs, cache = tmp_path / "runs", tmp_path / "cache"
     cli = run_training(fast_args(speech_dir, runs, 4, cache))
     assert cli.trainer.global_step == 4
     last = next(runs.rglob("last.ckpt"))
     assert list(runs.rglob("best-*.ckpt")), "the best checkpoint is kept"
-    assert list(runs.rglob("events.out.tfevents.*")), "TensorBoard logs are written"
+    assert_tensorboard_logs(runs)
     assert load_checkpoint(last).config.training_step == 4
 
     # resume: the step count continues from the checkpoint
@@ -110,7 +124,7 @@ def test_bad_files_are_skipped_by_the_scan(tmp_path: Path, speech_dir: Path, cap
     with caplog.at_level("WARNING", logger="audiodiff.data"):
         cli = run_training(fast_args(speech_dir, tmp_path / "runs", 2, tmp_path / "cache"))
     assert cli.trainer.global_step == 2
-    assert "3 usable, 2 skipped" in capsys.readouterr().out
+    assert "4 usable, 2 skipped" in capsys.readouterr().out
     skipped = [r.getMessage() for r in caplog.records]
     assert any("broken.wav" in m for m in skipped) and any("silent.wav" in m and "silent" in m for m in skipped)
 
