@@ -64,7 +64,7 @@ def run_demo(audio_path: str | None, out_dir: Path, minutes: float = 2.0, seed: 
     mel = model.mel(audio)
     print(f"demo: vocoding {frames} frames with the fast 6-step sampler")
     vocoded = model.vocode(mel, sampler="fast", seed=seed)[0]
-    wav_path = save_audio(out_dir / "demo-vocoded.wav", vocoded, model.sample_rate) or out_dir / "demo-vocoded.wav"
+    wav_path = save_audio(out_dir / "demo-vocoded.wav", vocoded, model.sample_rate)
     vocoded_mel = model.mel(vocoded)
     png_path = save_mel_comparison(
         out_dir / "demo-mel-comparison.png",
@@ -75,7 +75,7 @@ def run_demo(audio_path: str | None, out_dir: Path, minutes: float = 2.0, seed: 
     mel_l1 = float(mel_l1_distance(vocoded_mel, mel)[0])
     mrstft = float(multi_resolution_stft_distance(vocoded.unsqueeze(0), audio.unsqueeze(0))[0])
     print(f"demo: {model.config.training_step} training steps; log-mel L1 {mel_l1:.3f}, MR-STFT {mrstft:.3f}")
-    print(f"wrote {Path(wav_path)}")
+    print(f"wrote {wav_path}")
     print(f"wrote {png_path}")
     print(f"wrote {model_path}")
-    return {"wav": Path(wav_path), "png": png_path, "model": model_path}
+    return {"wav": wav_path, "png": png_path, "model": model_path}

@@ -99,11 +99,11 @@ class DiffusionModule(pl.LightningModule):
     # Linked into the data module by the CLI, so the sample rate is written once.
     @property
     def sample_rate(self) -> int:
-        return self.model_config.sample_rate
+        return self.model.sample_rate
 
     @property
     def hop_length(self) -> int:
-        return self.model_config.denoiser.hop_length
+        return self.model.hop_length
 
     def on_fit_start(self) -> None:
         from pytorch_lightning.callbacks import WeightAveraging
@@ -121,14 +121,17 @@ class DiffusionModule(pl.LightningModule):
         with torch.autocast(device_type=audio.device.type, enabled=False):
             return self.model.mel_frontend(audio.float())
 
+    def _loss(self, audio: Tensor, mel: Tensor | None, generator: torch.Generator | None = None) -> Tensor:
+        """The epsilon loss of clean ``audio`` ``(B, T)`` with its ``mel`` (or ``None``)."""
+        conditioning = self.model.network.condition(mel)
+        return epsilon_loss(
+            lambda x, t: self.model.network.denoise(x, t, conditioning),
+            audio, self.alpha_bars, kind=self.hparams.loss, generator=generator,
+        )
+
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         audio = batch["audio"]
-        mel = self._mel(audio)
-        conditioning = self.model.network.condition(mel)
-        loss = epsilon_loss(
-            lambda x, t: self.model.network.denoise(x, t, conditioning),
-            audio, self.alpha_bars, kind=self.hparams.loss,
-        )
+        loss = self._loss(audio, self._mel(audio))
         self.log("train/loss", loss, prog_bar=True, batch_size=audio.shape[0])
         return loss
 
@@ -141,22 +144,17 @@ class DiffusionModule(pl.LightningModule):
         audio = batch["audio"]
         generator = torch.Generator().manual_seed(self.hparams.val_seed + batch_idx)
         mel = self._mel(audio)
-        conditioning = self.model.network.condition(mel)
-        loss = epsilon_loss(
-            lambda x, t: self.model.network.denoise(x, t, conditioning),
-            audio, self.alpha_bars, kind=self.hparams.loss, generator=generator,
-        )
-        self.log("val/loss", loss, batch_size=1, sync_dist=True)
+        self.log("val/loss", self._loss(audio, mel, generator), batch_size=1, sync_dist=True)
         if mel is None:
             return
         generated = self.model.vocode(
             mel, sampler=self.hparams.val_sampler, seed=self.hparams.val_seed + batch_idx
         )
-        generated = generated.clone()
+        generated_mel = self._mel(generated)
         self.log("val/mrstft", multi_resolution_stft_distance(generated, audio).mean(), batch_size=1, sync_dist=True)
-        self.log("val/mel_l1", mel_l1_distance(self._mel(generated), mel).mean(), batch_size=1, sync_dist=True)
+        self.log("val/mel_l1", mel_l1_distance(generated_mel, mel).mean(), batch_size=1, sync_dist=True)
         if batch_idx < self.hparams.val_audio_clips:
-            self._log_media(batch_idx, audio[0], generated[0], mel[0], self._mel(generated)[0])
+            self._log_media(batch_idx, audio[0], generated[0], mel[0], generated_mel[0])
 
     def _log_media(self, index: int, real: Tensor, fake: Tensor, real_mel: Tensor, fake_mel: Tensor) -> None:
         """Validation audio and a real-vs-generated mel figure, to TensorBoard (rank 0 only)."""

@@ -50,7 +50,7 @@ def orient_mel(array: np.ndarray | Tensor, n_mels: int, source: str | Path = "<m
     """
     mel = torch.as_tensor(np.asarray(array)) if not isinstance(array, Tensor) else array
     shape = tuple(mel.shape)
-    if not (mel.is_floating_point() or mel.dtype in (torch.float16, torch.bfloat16)):
+    if not mel.is_floating_point():
         raise InputError(source, f"mel has integer/bool dtype {mel.dtype}; expected floating point values")
     if mel.dim() not in (2, 3):
         raise InputError(
