@@ -1,6 +1,6 @@
 """The ``audiodiff`` command line.
 
-Subcommands: ``train`` (LightningCLI), ``export``, ``info``, ``vocode``, ``mel``,
+Subcommands: ``train`` (LightningCLI), ``export``, ``info``, ``vocode``, ``generate``, ``mel``,
 ``import-diffwave`` and ``demo``. Errors are one line on stderr (``--verbose`` for a
 traceback); usage errors exit with 2, a run in which some inputs failed exits with 1.
 """
@@ -91,6 +91,73 @@ def cmd_vocode(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# ---------------------------------------------------------------- generate
+MIN_SECONDS = 0.05
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from audiodiff.audio import save_audio
+    from audiodiff.generating import generate_clips, plan_clips, resolve_labels, save_contact_sheet
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.seconds < MIN_SECONDS:
+        raise CommandError(f"--seconds must be at least {MIN_SECONDS}, got {args.seconds:g}", EXIT_USAGE)
+    model = _load_model(args.model, _resolve_device(args.device))
+    if model.network.conditional:
+        raise CommandError(f"{args.model}: a vocoder (mel-conditioned) cannot generate; use 'audiodiff vocode'",
+                           EXIT_USAGE)
+    if not model.network.class_conditional and args.guidance != 1.0:
+        raise CommandError(f"{args.model}: an unconditional model takes no --guidance", EXIT_USAGE)
+    try:
+        labels = resolve_labels(model, args.classes or [], args.all_classes)
+        model.sigmas(args.sampler, args.steps)
+    except ValueError as error:
+        raise CommandError(f"{args.model}: {error}", EXIT_USAGE) from None
+    clips = plan_clips(labels, args.n, args.seed)
+    num_samples = round(args.seconds * model.sample_rate)
+    n_steps = len(model.sigmas(args.sampler, args.steps)) - 1
+    out_dir = Path(args.out)
+    bar = tqdm(total=len(clips) * n_steps, unit="step", desc="generating", disable=args.quiet)
+    done: list = []
+    try:
+        for clip, audio in generate_clips(model, clips, num_samples, guidance=args.guidance, sampler=args.sampler,
+                                          steps=args.steps, batch_size=args.batch_size,
+                                          callback=_batch_progress(bar, clips, args.batch_size)):
+            target = save_audio(out_dir / clip.file_name, audio, model.sample_rate)
+            done.append((clip, audio))
+            if not args.quiet:
+                tqdm.write(f"wrote {target}")
+    except KeyboardInterrupt:
+        bar.close()
+        print(f"interrupted: {len(done)} file(s) finished in {out_dir}", file=sys.stderr)
+        return 130
+    bar.close()
+    if args.sheet:
+        tag = labels[0] if len(labels) == 1 and labels[0] else ("all" if labels[0] else "sample")
+        sheet = save_contact_sheet(out_dir / f"sheet-{tag}-seed{args.seed}.png", done, model.sample_rate)
+        print(f"wrote {sheet}")
+    return EXIT_OK
+
+
+def _batch_progress(bar, clips, batch_size: int):
+    """A sampler callback that advances ``bar`` by the size of the batch being sampled."""
+    from audiodiff.generating import batch_clips
+
+    sizes = iter([len(b) for b in batch_clips(clips, max(1, batch_size))])
+    state = {"size": 0}
+
+    def step(i: int, n: int) -> None:
+        if i == 1:
+            state["size"] = next(sizes, 0)
+        bar.update(state["size"])
+
+    return step
+
+
 # --------------------------------------------------------------------- mel
 def cmd_mel(args: argparse.Namespace) -> int:
     import numpy as np
@@ -147,10 +214,17 @@ def cmd_info(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(config, indent=2))
         return EXIT_OK
-    kind = "vocoder" if model.network.conditional else "unconditional"
+    names = model.config.class_names
+    if model.network.conditional:
+        kind = "vocoder"
+    else:
+        kind = f"class-conditional ({len(names)} classes)" if names else "unconditional"
     mel = model.config.mel
     print(f"{args.model}: {kind}, {count_parameters(model.network) / 1e6:.2f} M parameters, "
-          f"{model.sample_rate} Hz, trained {model.config.training_step} steps")
+          f"{model.sample_rate} Hz, trained {model.config.training_step} steps, "
+          f"receptive field {model.config.denoiser.receptive_field / model.sample_rate:.2f} s")
+    if names:
+        print(f"classes: {', '.join(names)}")
     if mel is not None:
         print(f"mel: preset {mel.preset}, {mel.n_mels} bins, hop {mel.hop_length}, n_fft {mel.n_fft}, "
               f"{mel.f_min:g}-{mel.nyquist_f_max:g} Hz")
@@ -197,7 +271,7 @@ def _add_sampling_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sampler", default="fast", choices=["fast", "ddpm"],
                         help="fast: the model's 6-step schedule (default); ddpm: ancestral over training steps")
     parser.add_argument("--steps", type=int, default=None, help="steps for ddpm (default: all training steps)")
-    parser.add_argument("--seed", type=int, default=0, help="input k uses seed+k (default 0)")
+    parser.add_argument("--seed", type=int, default=0, help="item k uses seed+k (default 0)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
 
 
@@ -225,6 +299,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", "-q", action="store_true")
     _add_sampling_args(p)
     p.set_defaults(func=cmd_vocode)
+
+    p = add("generate", help="generate sounds with an unconditional or class-conditional model")
+    p.add_argument("--model", "-m", required=True, help="a .safetensors model (or a .ckpt checkpoint)")
+    p.add_argument("--class", dest="classes", action="append", metavar="NAME",
+                   help="class to generate (repeatable); default: the null class (unconditional)")
+    p.add_argument("--all-classes", action="store_true", help="generate --n clips of every class")
+    p.add_argument("--n", type=int, default=4, help="clips per class (default 4)")
+    p.add_argument("--seconds", type=float, default=1.0, help="length of each clip (default 1)")
+    p.add_argument("--guidance", type=float, default=1.0,
+                   help="classifier-free guidance weight w: 1 = plain class sampling (default), "
+                        "0 = the null class, >1 = more typical of the class (2-4 is common)")
+    p.add_argument("--out", "-o", default="generated", help="output folder (default: generated/)")
+    p.add_argument("--sheet", action="store_true", help="also write a PNG contact sheet of the spectrograms")
+    p.add_argument("--batch-size", type=int, default=16, help="clips sampled together (default 16)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    p.add_argument("--quiet", "-q", action="store_true")
+    _add_sampling_args(p)
+    p.set_defaults(func=cmd_generate)
 
     p = add("mel", help="audio files -> mel spectrograms (n_mels, frames) float32 .npy")
     p.add_argument("inputs", nargs="+")

@@ -4,7 +4,8 @@ The data are waveforms only: mels are computed by the model's own frontend
 (:class:`audiodiff.mel.MelSpectrogram`), so training and inference cannot disagree about them.
 
 A data source is a folder (scanned recursively; an LJSpeech-style ``metadata.csv`` in it is used
-when present) or a filelist. Before training, every file is checked once: unreadable, silent and
+when present) or a filelist. For class-conditional models the files carry labels: the name of
+their class folder (``root/<class>/...``) or the second column of a ``path,label`` CSV. Before training, every file is checked once: unreadable, silent and
 too-short files are skipped with a reason. The checks are cached per file (size, mtime), so a
 restart only re-checks files that changed.
 
@@ -16,6 +17,8 @@ machines and ranks.
 
 from __future__ import annotations
 
+import csv
+import dataclasses
 import hashlib
 import json
 import logging
@@ -114,6 +117,41 @@ def read_metadata_csv(root: PathLike) -> list[Path]:
     return list(dict.fromkeys(files))
 
 
+LABEL_SOURCES = ("folder", "parent", "csv")
+
+
+def read_labelled_csv(path: PathLike) -> dict[Path, str]:
+    """``{audio path: label}`` from a CSV of ``path,label`` rows (a ``path,label`` header is optional).
+
+    Relative paths are relative to the CSV's folder; the first label given for a path wins.
+    A row without a label is an error that names the line.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"label CSV {path} does not exist or is not a file")
+    labels: dict[Path, str] = {}
+    with open(path, encoding="utf-8-sig", newline="") as handle:
+        for line_number, row in enumerate(csv.reader(handle), start=1):
+            if not row or not row[0].strip() or row[0].lstrip().startswith("#"):
+                continue
+            if line_number == 1 and [c.strip().lower() for c in row[:2]] == ["path", "label"]:
+                continue
+            if len(row) < 2 or not row[1].strip():
+                raise ValueError(f"{path}, line {line_number}: expected 'path,label', got {','.join(row)!r}")
+            file = Path(row[0].strip()).expanduser()
+            labels.setdefault(file if file.is_absolute() else path.parent / file, row[1].strip())
+    return labels
+
+
+def label_from_path(file: Path, root: Path, label_from: str) -> str | None:
+    """The class of ``file`` under ``root``: its first folder below ``root`` (``folder``) or the
+    folder that holds it (``parent``); ``None`` for a file directly in ``root``."""
+    parts = Path(os.path.relpath(file, root)).parts
+    if len(parts) < 2:
+        return None
+    return parts[0] if label_from == "folder" else parts[-2]
+
+
 # --------------------------------------------------------------------------- scanning
 
 
@@ -132,13 +170,14 @@ class FileCheck:
 
 @dataclass(frozen=True)
 class AudioFile:
-    """A usable file: its path, its ``name`` (path relative to the data source, POSIX style) and
-    its native ``sample_rate`` and ``frames``."""
+    """A usable file: its path, its ``name`` (path relative to the data source, POSIX style),
+    its native ``sample_rate`` and ``frames``, and its class id (``None`` for unlabelled data)."""
 
     path: Path
     name: str
     sample_rate: int
     frames: int
+    label: int | None = None
 
     def length_at(self, sample_rate: int) -> int:
         """Number of samples after resampling to ``sample_rate``."""
@@ -358,6 +397,11 @@ def _seed_from(*numbers: int) -> int:
     return int.from_bytes(digest[:8], "little") >> 1
 
 
+def _item(file: AudioFile, **fields: Any) -> dict[str, Any]:
+    """A dataset item: ``fields`` plus ``label`` (the class id) when the file has one."""
+    return fields if file.label is None else {**fields, "label": file.label}
+
+
 class _FileDataset(Dataset):
     """Common part of the datasets: a list of files and a fallback for files that fail to load."""
 
@@ -391,7 +435,8 @@ class _FileDataset(Dataset):
 
 
 class CropDataset(_FileDataset):
-    """Random training crops: ``{"audio": (crop_frames * hop_length,) float32}``.
+    """Random training crops: ``{"audio": (crop_frames * hop_length,) float32}`` (plus
+    ``"label"``, the class id, for labelled files).
 
     Crops start at a multiple of ``hop_length`` (samples at ``sample_rate``); a file shorter
     than a crop is zero-padded at the end. The key is an index or ``(index, crop_seed)`` (as
@@ -417,12 +462,13 @@ class CropDataset(_FileDataset):
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Tensor]:
         index, crop_seed = key if isinstance(key, tuple) else (key, _seed_from(self.seed, key))
         generator = torch.Generator().manual_seed(crop_seed)
-        _, audio = self._load(index, lambda file: self._crop(file, generator))
-        return {"audio": audio}
+        file, audio = self._load(index, lambda file: self._crop(file, generator))
+        return _item(file, audio=audio)
 
 
 class ClipDataset(_FileDataset):
-    """Validation clips: ``{"audio": (T,), "name": str}``, the first ``seconds`` of each file.
+    """Validation clips: ``{"audio": (T,), "name": str}`` (plus ``"label"`` for labelled files),
+    the first ``seconds`` of each file.
 
     ``T`` is trimmed to a multiple of ``hop_length`` (at least one hop, zero-padded if needed);
     ``seconds <= 0`` means the whole file. Deterministic.
@@ -442,7 +488,7 @@ class ClipDataset(_FileDataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         file, audio = self._load(index, self._clip)
-        return {"audio": audio, "name": file.name}
+        return _item(file, audio=audio, name=file.name)
 
 
 class CropSampler(Sampler):
@@ -511,6 +557,11 @@ class AudioDataModule(pl.LightningDataModule):
         cache_dir: Where the scan results are cached (default ``$XDG_CACHE_HOME/audiodiff``
             or ``~/.cache/audiodiff``).
         seed: Seed of the training order and crop positions.
+        labels: Where class labels come from, for class-conditional models: ``folder`` (the
+            first folder below ``root``: ``root/<class>/**``), ``parent`` (the folder that holds
+            each file: ``sfx/sonic-pi/bd/x.flac`` is ``bd``, ``sfx/opensfx/y.wav`` is ``opensfx``)
+            or ``csv`` (``filelist`` is a CSV of ``path,label``). ``None``: unlabelled audio.
+            The class names (sorted) are linked into the model by ``audiodiff train``.
     """
 
     def __init__(
@@ -529,11 +580,18 @@ class AudioDataModule(pl.LightningDataModule):
         silence_threshold: float = 1e-4,
         cache_dir: str | None = None,
         seed: int = 1234,
+        labels: str | None = None,
     ) -> None:
         super().__init__()
         if (root is None) == (filelist is None):
             given = "both" if root is not None else "neither"
             raise ValueError(f"give exactly one data source, root=<folder> or filelist=<text file> (got {given})")
+        if labels is not None and labels not in LABEL_SOURCES:
+            raise ValueError(f"labels must be one of {list(LABEL_SOURCES)} or null, got {labels!r}")
+        if labels == "csv" and filelist is None:
+            raise ValueError("labels=csv reads the labels from filelist=<path,label CSV>; give a filelist")
+        if labels in ("folder", "parent") and root is None:
+            raise ValueError(f"labels={labels} reads class folders under root=<folder>; give a root")
         for name, value in dict(sample_rate=sample_rate, hop_length=hop_length,
                                 crop_frames=crop_frames, batch_size=batch_size).items():
             if value < 1:
@@ -555,6 +613,8 @@ class AudioDataModule(pl.LightningDataModule):
         self.silence_threshold = silence_threshold
         self.cache_dir = Path(cache_dir).expanduser().absolute() if cache_dir is not None else default_cache_dir()
         self.seed = seed
+        self.labels = labels
+        self._listing: tuple[list[Path], Path, dict[Path, str] | None] | None = None
         self.scan_result: ScanResult | None = None
         self.train_set: CropDataset | None = None
         self.val_set: ClipDataset | None = None
@@ -571,9 +631,19 @@ class AudioDataModule(pl.LightningDataModule):
     def _is_global_zero(self) -> bool:
         return self.trainer is None or self.trainer.is_global_zero
 
-    def _list_files(self) -> tuple[list[Path], Path]:
-        """Absolute paths of the source's files and the folder their names are relative to."""
-        if self.filelist is not None:
+    def _list_files(self) -> tuple[list[Path], Path, dict[Path, str] | None]:
+        """Absolute paths of the source's files, the folder their names are relative to, and
+        each file's class name (``None`` for unlabelled data). Listed once per instance."""
+        if self._listing is None:
+            self._listing = self._list_source()
+        return self._listing
+
+    def _list_source(self) -> tuple[list[Path], Path, dict[Path, str] | None]:
+        labels: dict[Path, str] | None = None
+        if self.labels == "csv":
+            labels = {Path(os.path.abspath(f)): c for f, c in read_labelled_csv(self.filelist).items()}
+            files, base = list(labels), self.filelist.parent
+        elif self.filelist is not None:
             files, base = read_filelist(self.filelist), self.filelist.parent
         elif (self.root / "metadata.csv").is_file():
             files, base = read_metadata_csv(self.root), self.root
@@ -583,17 +653,42 @@ class AudioDataModule(pl.LightningDataModule):
         if not files:
             suffixes = ", ".join(sorted(AUDIO_SUFFIXES))
             raise RuntimeError(f"no audio files ({suffixes}) found in {self.source}")
-        return [Path(os.path.abspath(f)) for f in files], base
+        files = [Path(os.path.abspath(f)) for f in files]
+        if self.labels in ("folder", "parent"):
+            labels = self._folder_labels(files)
+            files = [f for f in files if f in labels]
+        return files, base, labels
+
+    def _folder_labels(self, files: Sequence[Path]) -> dict[Path, str]:
+        """Class names from folders; files directly in ``root`` have none and are left out."""
+        labels = {f: label_from_path(f, self.root, self.labels) for f in files}
+        unlabelled = [f for f, label in labels.items() if label is None]
+        if unlabelled and self._is_global_zero():
+            log.warning("%d file(s) directly in %s have no class folder and are left out (e.g. %s)",
+                        len(unlabelled), self.root, unlabelled[0].name)
+        if len(unlabelled) == len(files):
+            raise RuntimeError(f"labels={self.labels}: no file of {self.source} is in a class folder "
+                               f"(expected {self.root}/<class>/<file>)")
+        return {f: label for f, label in labels.items() if label is not None}
+
+    @property
+    def class_names(self) -> list[str] | None:
+        """Sorted class names of the listed files, or ``None`` for unlabelled data (lists the
+        source, but decodes nothing)."""
+        labels = self._list_files()[2]
+        return None if labels is None else sorted(set(labels.values()))
 
     def scan(self) -> ScanResult:
         """Check every file of the source (once per instance; cached on disk), report, and return."""
         if self.scan_result is not None:
             return self.scan_result
-        files, base = self._list_files()
+        files, base, labels = self._list_files()
         verbose = self._is_global_zero()
         result = scan_files(files, base=base, source=self.source, cache_dir=self.cache_dir,
                             min_seconds=self.min_seconds, silence_threshold=self.silence_threshold,
                             progress=verbose)
+        if labels is not None:
+            result = self._attach_labels(result, labels, verbose)
         if verbose:
             for skipped in result.skipped:
                 log.warning("skipping %s: %s (%s)", skipped.path, skipped.category, skipped.reason)
@@ -603,6 +698,18 @@ class AudioDataModule(pl.LightningDataModule):
             raise RuntimeError(f"no usable audio in {self.source}: {result.summary()}")
         self.scan_result = result
         return result
+
+    def _attach_labels(self, result: ScanResult, labels: dict[Path, str], verbose: bool) -> ScanResult:
+        """``result`` with each usable file's class id; warns about classes left without files."""
+        ids = {name: i for i, name in enumerate(self.class_names or [])}
+        usable = tuple(dataclasses.replace(f, label=ids[labels[f.path]]) for f in result.usable)
+        counts = Counter(f.label for f in usable)
+        if verbose:
+            empty = [name for name, i in ids.items() if counts[i] == 0]
+            if empty:
+                log.warning("class(es) without a usable file: %s", ", ".join(empty))
+            log.info("classes: %s", ", ".join(f"{name} ({counts[i]})" for name, i in ids.items()))
+        return dataclasses.replace(result, usable=usable)
 
     def prepare_data(self) -> None:
         # Runs once per node before setup(): decodes the files and fills the cache, so the

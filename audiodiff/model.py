@@ -9,7 +9,10 @@ spectrogram. Layer for layer it is the network of the reference implementation (
 * the mel upsampler's strides are derived from any hop length, not fixed at 16 x 16;
 * the mel conditioning (upsampling and the 1x1 projection into every block) is computed once
   per utterance by :meth:`DiffWave.condition` and reused at every sampling step;
-* ``n_mels=None`` builds an unconditional network.
+* ``n_mels=None`` builds a network without mel conditioning: unconditional, or
+  class-conditional with ``num_classes`` (DiffWave's label conditioning: a class embedding
+  projected into every residual block, plus a learned *null class* used for unconditional
+  sampling and classifier-free guidance).
 """
 
 from __future__ import annotations
@@ -25,14 +28,17 @@ from torch import Tensor, nn
 
 EMBEDDING_DIM = 128
 EMBEDDING_HIDDEN = 512
+CLASS_EMBEDDING_DIM = 128
 
 
 @dataclass(frozen=True)
 class DenoiserConfig:
     """Size and wiring of the network.
 
-    ``n_mels=None`` makes an unconditional model; ``max_steps`` is the number of training
-    diffusion steps (the size of the step-embedding table).
+    ``n_mels=None`` makes a model without mel conditioning; ``num_classes`` (only then) makes
+    it class-conditional, with class ids ``0 .. num_classes - 1`` and the null class
+    ``num_classes``. ``max_steps`` is the number of training diffusion steps (the size of the
+    step-embedding table).
     """
 
     residual_channels: int = 64
@@ -41,12 +47,18 @@ class DenoiserConfig:
     n_mels: int | None = 80
     hop_length: int = 256
     max_steps: int = 50
+    num_classes: int | None = None
 
     def __post_init__(self) -> None:
         if self.residual_layers < 1 or self.residual_channels < 1 or self.dilation_cycle < 1:
             raise ValueError("residual_layers, residual_channels and dilation_cycle must be >= 1")
         if self.max_steps < 2:
             raise ValueError("max_steps must be at least 2")
+        if self.num_classes is not None:
+            if self.num_classes < 1:
+                raise ValueError(f"num_classes must be >= 1, got {self.num_classes}")
+            if self.n_mels is not None:
+                raise ValueError("a model is either mel-conditioned (n_mels) or class-conditional (num_classes)")
 
     @property
     def receptive_field(self) -> int:
@@ -54,8 +66,17 @@ class DenoiserConfig:
         dilations = [2 ** (i % self.dilation_cycle) for i in range(self.residual_layers)]
         return 1 + 2 * sum(dilations)
 
+    @property
+    def null_class(self) -> int | None:
+        """The class id of the learned null class (``num_classes``), or ``None``."""
+        return self.num_classes
+
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The fields as a dict; ``num_classes`` only when set, so vocoder files stay as before."""
+        data = dataclasses.asdict(self)
+        if self.num_classes is None:
+            del data["num_classes"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "DenoiserConfig":
@@ -149,17 +170,19 @@ class MelUpsampler(nn.Module):
 class ResidualBlock(nn.Module):
     """One gated residual block: ``(B, C, T)`` -> residual ``(B, C, T)``, skip ``(B, C, T)``."""
 
-    def __init__(self, channels: int, dilation: int, n_mels: int | None) -> None:
+    def __init__(self, channels: int, dilation: int, n_mels: int | None, class_conditional: bool = False) -> None:
         super().__init__()
         self.dilated_conv = _kaiming_conv1d(channels, 2 * channels, 3, padding=dilation, dilation=dilation)
         self.diffusion_projection = nn.Linear(EMBEDDING_HIDDEN, channels)
         self.conditioner_projection = (
             _kaiming_conv1d(n_mels, 2 * channels, 1) if n_mels is not None else None
         )
+        self.label_projection = nn.Linear(CLASS_EMBEDDING_DIM, 2 * channels) if class_conditional else None
         self.output_projection = _kaiming_conv1d(channels, 2 * channels, 1)
 
     def forward(self, x: Tensor, step_embedding: Tensor, conditioner: Tensor | None) -> tuple[Tensor, Tensor]:
-        """``conditioner`` is this block's precomputed projection ``(B, 2C, T)`` or ``None``."""
+        """``conditioner`` is this block's precomputed projection, ``(B, 2C, T)`` for a mel or
+        ``(B, 2C, 1)`` for a class (broadcast over time), or ``None``."""
         y = x + self.diffusion_projection(step_embedding).unsqueeze(-1)
         y = self.dilated_conv(y)
         if conditioner is not None:
@@ -189,7 +212,8 @@ class ProjectedPerStep(Sequence[Tensor]):
 
 
 Conditioning = Sequence[Tensor] | None
-"""Per-block conditioner projections, each ``(B, 2C, T)``; ``None`` for unconditional models."""
+"""Per-block conditioner projections, each ``(B, 2C, T)`` (mel) or ``(B, 2C, 1)`` (class);
+``None`` for unconditional models."""
 
 
 class DiffWave(nn.Module):
@@ -202,8 +226,11 @@ class DiffWave(nn.Module):
         self.input_projection = _kaiming_conv1d(1, channels, 1)
         self.diffusion_embedding = DiffusionEmbedding(config.max_steps)
         self.mel_upsampler = MelUpsampler(config.hop_length) if config.n_mels is not None else None
+        class_conditional = config.num_classes is not None
+        # one extra row: the learned null class, used for label dropout and guidance
+        self.class_embedding = nn.Embedding(config.num_classes + 1, CLASS_EMBEDDING_DIM) if class_conditional else None
         self.residual_layers = nn.ModuleList(
-            ResidualBlock(channels, 2 ** (i % config.dilation_cycle), config.n_mels)
+            ResidualBlock(channels, 2 ** (i % config.dilation_cycle), config.n_mels, class_conditional)
             for i in range(config.residual_layers)
         )
         self.skip_projection = _kaiming_conv1d(channels, channels, 1)
@@ -212,21 +239,37 @@ class DiffWave(nn.Module):
 
     @property
     def conditional(self) -> bool:
+        """Mel-conditioned (a vocoder)."""
         return self.config.n_mels is not None
+
+    @property
+    def class_conditional(self) -> bool:
+        return self.config.num_classes is not None
 
     def conditioning_bytes(self, batch: int, samples: int, element_size: int = 4) -> int:
         """Memory that cached per-block projections of ``batch`` x ``samples`` would take."""
         channels = 2 * self.config.residual_channels
         return batch * samples * channels * self.config.residual_layers * element_size
 
-    def condition(self, mel: Tensor | None, cache_projections: bool = True) -> Conditioning:
-        """Everything that depends on the mel alone, computed once per utterance.
+    def condition(self, mel: Tensor | None, cache_projections: bool = True, *,
+                  labels: Tensor | None = None) -> Conditioning:
+        """Everything that depends on the mel (or class) alone, computed once per utterance.
 
         ``mel`` is ``(B, n_mels, frames)``; returns one ``(B, 2C, frames * hop)`` tensor per block.
         With ``cache_projections=False`` only the upsampled mel is kept and the per-block 1x1
         projections are recomputed when used (:class:`ProjectedPerStep`): the same values for
         ``1 / residual_layers`` of the memory.
+
+        A class-conditional model takes ``labels`` ``(B,)`` (class ids, ``num_classes`` for the
+        null class) instead and returns one ``(B, 2C, 1)`` tensor per block. An unconditional
+        model takes neither and returns ``None``.
         """
+        if self.class_conditional:
+            if mel is not None:
+                raise ValueError("this model is class-conditional; pass labels, not a mel")
+            return self._condition_on_labels(labels)
+        if labels is not None:
+            raise ValueError("this model is not class-conditional; do not pass labels")
         if not self.conditional:
             if mel is not None:
                 raise ValueError("this model is unconditional; do not pass a mel")
@@ -239,6 +282,19 @@ class DiffWave(nn.Module):
         if not cache_projections:
             return ProjectedPerStep(upsampled, self.residual_layers)
         return [layer.conditioner_projection(upsampled) for layer in self.residual_layers]
+
+    def _condition_on_labels(self, labels: Tensor | None) -> list[Tensor]:
+        """Class ids ``(B,)`` -> one ``(B, 2C, 1)`` projection of the class embedding per block."""
+        if labels is None:
+            raise ValueError("this model is class-conditional; labels (B,) are required "
+                             f"(use {self.config.null_class} for the null class)")
+        labels = torch.as_tensor(labels, device=self.class_embedding.weight.device)
+        if labels.dim() != 1 or labels.dtype not in (torch.int32, torch.int64):
+            raise ValueError(f"labels must be a 1-D integer tensor, got {tuple(labels.shape)} {labels.dtype}")
+        if labels.numel() and (labels.min() < 0 or labels.max() > self.config.null_class):
+            raise ValueError(f"class ids must be in 0..{self.config.null_class}, got {labels.tolist()}")
+        embedding = self.class_embedding(labels)
+        return [layer.label_projection(embedding).unsqueeze(-1) for layer in self.residual_layers]
 
     def denoise(self, audio: Tensor, step: Tensor, conditioning: Conditioning) -> Tensor:
         """Predict the noise. ``audio`` ``(B, T)``, ``step`` ``(B,)`` or scalar, fractional allowed."""
@@ -255,8 +311,8 @@ class DiffWave(nn.Module):
         x = F.relu(self.skip_projection(x))
         return self.output_projection(x).squeeze(1)
 
-    def forward(self, audio: Tensor, step: Tensor, mel: Tensor | None = None) -> Tensor:
-        return self.denoise(audio, step, self.condition(mel))
+    def forward(self, audio: Tensor, step: Tensor, mel: Tensor | None = None, labels: Tensor | None = None) -> Tensor:
+        return self.denoise(audio, step, self.condition(mel, labels=labels))
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -10,6 +10,9 @@ Python API::
     model = audiodiff.load_model("my-vocoder.safetensors")
     audio = model.vocode(mel)            # (B, n_mels, frames) -> (B, frames * hop)
     mel = model.mel(audio)               # (B, T) -> (B, n_mels, T // hop)
+
+    sfx = audiodiff.load_model("sfx.safetensors")
+    clips = sfx.generate(4, 22050, labels="door", guidance=3.0, seed=7)   # (4, 22050)
 """
 
 from __future__ import annotations
@@ -26,14 +29,16 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from audiodiff.diffusion.sampling import EpsFn, sample_ancestral
+from audiodiff.diffusion.sampling import EpsFn, classifier_free_guidance, sample_ancestral
 from audiodiff.diffusion.schedule import NoiseSchedule, ScheduleConfig, sigmas_from_betas
 from audiodiff.mel import MelConfig, MelSpectrogram, mel_preset
 from audiodiff.model import Conditioning, DenoiserConfig, DiffWave
 
 FORMAT_NAME = "audiodiff"
 CHECKPOINT_CONFIG_KEY = "audiodiff_config"
-FORMAT_VERSION = 1
+#: Version 2 added class-conditional models (``class_names``, ``denoiser.num_classes``); files
+#: without classes are still written as version 1, so older audiodiff reads them.
+FORMAT_VERSION = 2
 SAMPLERS = ("fast", "ddpm")
 #: Cached per-block conditioner projections may use this much memory; beyond it they are
 #: recomputed at each step (the upsampled mel is still computed once).
@@ -58,8 +63,16 @@ class ModelConfig:
     schedule: ScheduleConfig
     sample_rate: int
     training_step: int = 0
+    class_names: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
+        if self.class_names is not None:
+            object.__setattr__(self, "class_names", tuple(str(c) for c in self.class_names))
+        classes = None if self.class_names is None else len(self.class_names)
+        if classes != self.denoiser.num_classes:
+            raise ValueError(f"{classes} class names for a denoiser with num_classes={self.denoiser.num_classes}")
+        if self.class_names is not None and len(set(self.class_names)) != len(self.class_names):
+            raise ValueError(f"class names must be unique, got {list(self.class_names)}")
         if self.mel is not None and self.mel.sample_rate != self.sample_rate:
             raise ValueError(f"sample_rate {self.sample_rate} differs from the mel's {self.mel.sample_rate}")
         if (self.mel is None) != (self.denoiser.n_mels is None):
@@ -70,14 +83,30 @@ class ModelConfig:
         if self.denoiser.max_steps != self.schedule.num_steps:
             raise ValueError("the denoiser's max_steps must equal the schedule's num_steps")
 
+    @property
+    def format_version(self) -> int:
+        """The oldest model-file format that can describe this config."""
+        return 2 if self.class_names is not None else 1
+
+    def class_id(self, name: str) -> int:
+        """The id of class ``name``; a ``ValueError`` listing the valid names otherwise."""
+        if self.class_names is None:
+            raise ValueError(f"this model has no classes; it cannot generate class {name!r}")
+        if name not in self.class_names:
+            raise ValueError(f"unknown class {name!r}; this model knows: {', '.join(self.class_names)}")
+        return self.class_names.index(name)
+
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data = {
             "denoiser": self.denoiser.to_dict(),
             "mel": self.mel.to_dict() if self.mel is not None else None,
             "schedule": self.schedule.to_dict(),
             "sample_rate": self.sample_rate,
             "training_step": self.training_step,
         }
+        if self.class_names is not None:
+            data["class_names"] = list(self.class_names)
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
@@ -87,10 +116,12 @@ class ModelConfig:
             schedule=ScheduleConfig.from_dict(data["schedule"]),
             sample_rate=int(data["sample_rate"]),
             training_step=int(data.get("training_step", 0)),
+            class_names=tuple(data["class_names"]) if data.get("class_names") is not None else None,
         )
 
 
 Seed = int | Sequence[int] | None
+Labels = int | str | Sequence[int | str] | None
 
 
 def _row_generators(seed: Seed, batch: int) -> list[torch.Generator] | None:
@@ -186,8 +217,13 @@ class AudioDiffusion(nn.Module):
         steps: int | None = None,
         seed: Seed = None,
         callback: Callable[[int, int], None] | None = None,
+        guidance: float | None = None,
     ) -> Tensor:
-        """Run ``sampler`` from standard normal noise of ``shape`` ``(B, T)``; returns ``(B, T)``."""
+        """Run ``sampler`` from standard normal noise of ``shape`` ``(B, T)``; returns ``(B, T)``.
+
+        With ``guidance``, ``conditioning`` is for ``2B`` rows (the classes, then the null
+        class) and each step combines the two predictions (classifier-free guidance).
+        """
         sigmas = self.sigmas(sampler, steps)
         generators = _row_generators(seed, shape[0])
         noise = _randn_rows(shape, generators, self.device)
@@ -195,9 +231,10 @@ class AudioDiffusion(nn.Module):
         def fresh_noise(like: Tensor) -> Tensor:
             return _randn_rows(like.shape, generators, like.device)
 
-        return sample_ancestral(
-            self.eps_fn(conditioning), noise, sigmas, noise_fn=fresh_noise, callback=callback
-        )
+        eps_fn = self.eps_fn(conditioning)
+        if guidance is not None:
+            eps_fn = classifier_free_guidance(eps_fn, guidance)
+        return sample_ancestral(eps_fn, noise, sigmas, noise_fn=fresh_noise, callback=callback)
 
     def vocode(
         self,
@@ -232,15 +269,56 @@ class AudioDiffusion(nn.Module):
         n: int,
         num_samples: int,
         *,
+        labels: Labels = None,
+        guidance: float = 1.0,
         sampler: str = "fast",
         steps: int | None = None,
         seed: Seed = None,
         callback: Callable[[int, int], None] | None = None,
     ) -> Tensor:
-        """Unconditional generation: ``n`` clips of ``num_samples`` samples, ``(n, num_samples)``."""
+        """Generate ``n`` clips of ``num_samples`` samples: ``(n, num_samples)``.
+
+        For a class-conditional model, ``labels`` is a class name or id for all clips or one per
+        clip; ``None`` samples the null class (the model's unconditional mode). ``guidance`` is
+        the classifier-free guidance weight ``w`` in ``eps_null + w * (eps_class - eps_null)``:
+        1 is plain conditional sampling (one network call per step), 0 the null class, above 1
+        stronger adherence to the class (two predictions per step, batched into one call).
+        An unconditional model takes neither. Seeds work as in :meth:`vocode`.
+        """
         if self.network.conditional:
             raise ValueError("this model is mel-conditioned; use vocode()")
-        return self.sample(None, (n, num_samples), sampler=sampler, steps=steps, seed=seed, callback=callback)
+        if n < 1 or num_samples < 1:
+            raise ValueError(f"n and num_samples must be positive, got {n} and {num_samples}")
+        if not self.network.class_conditional:
+            if labels is not None or guidance != 1.0:
+                raise ValueError("this model is unconditional: it takes no class and no guidance")
+            return self.sample(None, (n, num_samples), sampler=sampler, steps=steps, seed=seed, callback=callback)
+        ids = self.class_ids(labels, n)
+        with torch.inference_mode():
+            if guidance == 1.0 or bool((ids == self.config.denoiser.null_class).all()):
+                return self.sample(self.network.condition(None, labels=ids), (n, num_samples), sampler=sampler,
+                                   steps=steps, seed=seed, callback=callback)
+            null = torch.full_like(ids, self.config.denoiser.null_class)
+            pairs = self.network.condition(None, labels=torch.cat([ids, null]))
+        return self.sample(pairs, (n, num_samples), sampler=sampler, steps=steps, seed=seed,
+                           callback=callback, guidance=guidance)
+
+    def class_ids(self, labels: Labels, n: int) -> Tensor:
+        """Class ids ``(n,)`` on the model's device from names/ids; ``None`` is the null class."""
+        null = self.config.denoiser.null_class
+        if labels is None:
+            values: list[int | str] = [null] * n
+        elif isinstance(labels, (int, str)):
+            values = [labels] * n
+        else:
+            values = list(labels)
+            if len(values) != n:
+                raise ValueError(f"{len(values)} labels for {n} clips")
+        ids = [self.config.class_id(v) if isinstance(v, str) else int(v) for v in values]
+        bad = [i for i in ids if not 0 <= i <= null]
+        if bad:
+            raise ValueError(f"class ids must be in 0..{null} ({null} is the null class), got {bad}")
+        return torch.tensor(ids, dtype=torch.long, device=self.device)
 
     # -------------------------------------------------------------- files
     def save(self, path: str | os.PathLike) -> Path:
@@ -252,7 +330,7 @@ class AudioDiffusion(nn.Module):
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.network.state_dict().items()}
         metadata = {
             "format": FORMAT_NAME,
-            "format_version": str(FORMAT_VERSION),
+            "format_version": str(self.config.format_version),
             "config": json.dumps(self.config.to_dict()),
         }
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

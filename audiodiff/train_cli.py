@@ -1,7 +1,8 @@
 """``audiodiff train``: Lightning's CLI over :class:`DiffusionModule` and :class:`AudioDataModule`.
 
-The sample rate and hop length are written once, in the model's mel preset, and linked into
-the data module. ``--ckpt_path`` resumes a run (step count, optimiser, EMA and all).
+The sample rate and hop length are written once, in the model's mel preset (or the model's
+``sample_rate``), and linked into the data module; the class names of labelled data
+(``data.labels``) are linked from the data module into the model. ``--ckpt_path`` resumes a run (step count, optimiser, EMA and all).
 Callbacks (EMA weights, checkpoints) are part of each recipe in ``configs/``; a run without
 an EMA callback is warned that export will write the raw weights.
 """
@@ -14,13 +15,20 @@ from typing import Sequence
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
 from audiodiff.data import AudioDataModule
-from audiodiff.training import DiffusionModule
+from audiodiff.training import DiffusionModule, model_hop_length, model_sample_rate
 
 
 class AudioDiffCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.link_arguments("model.sample_rate", "data.sample_rate", apply_on="instantiate")
-        parser.link_arguments("model.hop_length", "data.hop_length", apply_on="instantiate")
+        # parse-time links (pure functions of the model's arguments), so that the data module,
+        # instantiated first, can hand its class names to the model
+        parser.link_arguments(
+            ("model.conditional", "model.mel_preset", "model.mel_overrides", "model.sample_rate"),
+            "data.sample_rate", compute_fn=model_sample_rate, apply_on="parse",
+        )
+        parser.link_arguments(("model.mel_preset", "model.mel_overrides"), "data.hop_length",
+                              compute_fn=model_hop_length, apply_on="parse")
+        parser.link_arguments("data.class_names", "model.class_names", apply_on="instantiate")
         parser.add_argument("--ckpt_path", type=str | None, default=None,
                             help="resume from this checkpoint (e.g. runs/<run>/checkpoints/last.ckpt)")
 

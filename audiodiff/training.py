@@ -30,8 +30,12 @@ def build_model_config(
     schedule: str,
     denoiser_overrides: dict[str, Any] | None,
     sample_rate: int | None,
+    class_names: list[str] | None = None,
 ) -> ModelConfig:
     """Assemble a :class:`ModelConfig` from the named pieces a recipe chooses."""
+    if conditional and class_names:
+        raise ValueError("a model is either a vocoder (conditional: true) or class-conditional "
+                         "(class names from data.labels), not both; set model.conditional: false")
     mel = mel_preset(mel_preset_name, **(mel_overrides or {}))
     if schedule not in SCHEDULES:
         raise ValueError(f"unknown schedule {schedule!r}; choose one of {sorted(SCHEDULES)}")
@@ -41,14 +45,28 @@ def build_model_config(
         n_mels=mel.n_mels if conditional else None,
         hop_length=mel.hop_length,
         max_steps=schedule_config.num_steps,
+        num_classes=len(class_names) if class_names else None,
         **(denoiser_overrides or {}),
     )
     return ModelConfig(
         denoiser=denoiser,
         mel=mel if conditional else None,
         schedule=schedule_config,
-        sample_rate=mel.sample_rate if conditional or sample_rate is None else sample_rate,
+        sample_rate=model_sample_rate(conditional, mel_preset_name, mel_overrides, sample_rate),
+        class_names=tuple(class_names) if class_names else None,
     )
+
+
+def model_sample_rate(conditional: bool, mel_preset_name: str, mel_overrides: dict[str, Any] | None,
+                      sample_rate: int | None) -> int:
+    """A vocoder works at its mel preset's rate; other models at ``sample_rate`` if given."""
+    preset_rate = mel_preset(mel_preset_name, **(mel_overrides or {})).sample_rate
+    return preset_rate if conditional or sample_rate is None else int(sample_rate)
+
+
+def model_hop_length(mel_preset_name: str, mel_overrides: dict[str, Any] | None) -> int:
+    """The hop of the model's mel preset (training crops start at multiples of it)."""
+    return mel_preset(mel_preset_name, **(mel_overrides or {})).hop_length
 
 
 class DiffusionModule(pl.LightningModule):
@@ -61,13 +79,18 @@ class DiffusionModule(pl.LightningModule):
         mel_overrides: Fields of the preset to change, e.g. ``{sample_rate: 16000}``.
         schedule: Training noise schedule: ``base`` (T=50) or ``large`` (T=200).
         denoiser_overrides: Fields of the network size to change, e.g. ``{residual_layers: 20}``.
-        sample_rate: Sample rate of an unconditional model (a vocoder takes its mel preset's).
+        sample_rate: Sample rate of an unconditional or class-conditional model (a vocoder
+            takes its mel preset's).
         learning_rate: AdamW learning rate.
         weight_decay: AdamW weight decay.
         loss: ``l1`` (DiffWave's) or ``l2`` on the predicted noise.
         val_sampler: Sampler used to synthesise validation audio from the EMA weights.
         val_audio_clips: How many validation clips are logged as audio and mel figures.
         val_seed: Seed of the validation noise, so validation metrics are comparable across epochs.
+        class_names: Classes of a class-conditional model (``conditional: false``); linked from
+            the data module's ``labels`` by ``audiodiff train``, so not set by hand there.
+        label_dropout: Probability that a training example's class is replaced by the null
+            class, so one model samples both with and without a class (classifier-free guidance).
     """
 
     def __init__(
@@ -85,11 +108,15 @@ class DiffusionModule(pl.LightningModule):
         val_sampler: str = "fast",
         val_audio_clips: int = 2,
         val_seed: int = 0,
+        class_names: list[str] | None = None,
+        label_dropout: float = 0.15,
     ) -> None:
         super().__init__()
+        if not 0.0 <= label_dropout < 1.0:
+            raise ValueError(f"label_dropout must be in [0, 1), got {label_dropout}")
         self.save_hyperparameters()
         self.model_config = build_model_config(
-            size, conditional, mel_preset, mel_overrides, schedule, denoiser_overrides, sample_rate
+            size, conditional, mel_preset, mel_overrides, schedule, denoiser_overrides, sample_rate, class_names
         )
         self.model = AudioDiffusion(self.model_config)
         self.register_buffer(
@@ -121,9 +148,24 @@ class DiffusionModule(pl.LightningModule):
         with torch.autocast(device_type=audio.device.type, enabled=False):
             return self.model.mel_frontend(audio.float())
 
-    def _loss(self, audio: Tensor, mel: Tensor | None, generator: torch.Generator | None = None) -> Tensor:
-        """The epsilon loss of clean ``audio`` ``(B, T)`` with its ``mel`` (or ``None``)."""
-        conditioning = self.model.network.condition(mel)
+    def _labels(self, batch: dict[str, Any], dropout: float = 0.0) -> Tensor | None:
+        """The batch's class ids ``(B,)`` for a class-conditional model (``None`` otherwise),
+        each replaced by the null class with probability ``dropout``."""
+        network = self.model.network
+        if not network.class_conditional:
+            return None
+        if "label" not in batch:
+            raise RuntimeError("this model is class-conditional but the data have no labels; set data.labels")
+        labels = batch["label"].long()
+        if dropout > 0:
+            dropped = torch.rand(labels.shape, device=labels.device) < dropout
+            labels = labels.masked_fill(dropped, network.config.null_class)
+        return labels
+
+    def _loss(self, audio: Tensor, mel: Tensor | None, generator: torch.Generator | None = None,
+              labels: Tensor | None = None) -> Tensor:
+        """The epsilon loss of clean ``audio`` ``(B, T)`` with its ``mel`` or class ``labels`` (or neither)."""
+        conditioning = self.model.network.condition(mel, labels=labels)
         return epsilon_loss(
             lambda x, t: self.model.network.denoise(x, t, conditioning),
             audio, self.alpha_bars, kind=self.hparams.loss, generator=generator,
@@ -131,7 +173,8 @@ class DiffusionModule(pl.LightningModule):
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         audio = batch["audio"]
-        loss = self._loss(audio, self._mel(audio))
+        labels = self._labels(batch, self.hparams.label_dropout)
+        loss = self._loss(audio, self._mel(audio), labels=labels)
         self.log("train/loss", loss, prog_bar=True, batch_size=audio.shape[0])
         return loss
 
@@ -144,8 +187,11 @@ class DiffusionModule(pl.LightningModule):
         audio = batch["audio"]
         generator = torch.Generator().manual_seed(self.hparams.val_seed + batch_idx)
         mel = self._mel(audio)
-        self.log("val/loss", self._loss(audio, mel, generator), batch_size=1, sync_dist=True)
+        labels = self._labels(batch)
+        self.log("val/loss", self._loss(audio, mel, generator, labels), batch_size=1, sync_dist=True)
         if mel is None:
+            if batch_idx < self.hparams.val_audio_clips:
+                self._log_generated(batch_idx, audio[0], None if labels is None else int(labels[0]))
             return
         generated = self.model.vocode(
             mel, sampler=self.hparams.val_sampler, seed=self.hparams.val_seed + batch_idx
@@ -156,8 +202,10 @@ class DiffusionModule(pl.LightningModule):
         if batch_idx < self.hparams.val_audio_clips:
             self._log_media(batch_idx, audio[0], generated[0], mel[0], generated_mel[0])
 
-    def _log_media(self, index: int, real: Tensor, fake: Tensor, real_mel: Tensor, fake_mel: Tensor) -> None:
-        """Validation audio and a real-vs-generated mel figure, to TensorBoard (rank 0 only)."""
+    def _log_media(self, index: int, real: Tensor, fake: Tensor, real_mel: Tensor, fake_mel: Tensor,
+                   what: str = "") -> None:
+        """Validation audio and a real-vs-generated mel figure, to TensorBoard (rank 0 only).
+        ``what`` prefixes the generated panel's title (e.g. ``"class door, "``)."""
         experiment = getattr(self.logger, "experiment", None)
         if self.global_rank != 0 or not hasattr(experiment, "add_audio"):
             return
@@ -171,10 +219,26 @@ class DiffusionModule(pl.LightningModule):
                              self.sample_rate)
         figure = mel_comparison_figure(
             [real_mel.float().cpu().numpy(), fake_mel.float().cpu().numpy()],
-            ["real", f"generated ({self.hparams.val_sampler}, step {step})"],
+            ["real", f"generated ({what}{self.hparams.val_sampler}, step {step})"],
             self.sample_rate, self.hop_length,
         )
         experiment.add_figure(f"val/{index}/mel", figure, step)
+
+    def _log_generated(self, index: int, real: Tensor, label: int | None) -> None:
+        """A clip generated by an unconditional or class model (of ``real``'s class and length),
+        with real-vs-generated spectrograms, to TensorBoard."""
+        experiment = getattr(self.logger, "experiment", None)
+        if self.global_rank != 0 or not hasattr(experiment, "add_audio"):
+            return
+        from audiodiff.mel import MelSpectrogram, mel_preset
+
+        seed = self.hparams.val_seed + index
+        fake = self.model.generate(1, real.shape[-1], labels=label, sampler=self.hparams.val_sampler, seed=seed)[0]
+        frontend = MelSpectrogram(mel_preset(self.hparams.mel_preset, sample_rate=self.sample_rate)).to(real.device)
+        with torch.autocast(device_type=real.device.type, enabled=False):
+            mels = [frontend(x.float())[0] for x in (real, fake)]
+        names = self.model_config.class_names
+        self._log_media(index, real, fake, *mels, what="" if label is None else f"class {names[label]}, ")
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.AdamW(

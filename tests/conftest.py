@@ -37,6 +37,21 @@ def make_tiny_model(preset: str = "hifigan", seed: int = 0, **mel_overrides) -> 
     return model.eval()
 
 
+def make_tiny_generator(class_names: tuple[str, ...] | None = ("door", "rain"), seed: int = 0,
+                        sample_rate: int = 8000) -> AudioDiffusion:
+    """A ``tiny`` class-conditional (or, with ``class_names=None``, unconditional) generator with
+    random, non-trivial weights."""
+    torch.manual_seed(seed)
+    schedule = SCHEDULES["base"]
+    denoiser = denoiser_config("tiny", n_mels=None, max_steps=schedule.num_steps, residual_layers=6,
+                               num_classes=len(class_names) if class_names else None)
+    config = ModelConfig(denoiser=denoiser, mel=None, schedule=schedule, sample_rate=sample_rate,
+                         class_names=class_names)
+    model = AudioDiffusion(config)
+    torch.nn.init.normal_(model.network.output_projection.weight, std=0.05)
+    return model.eval()
+
+
 @pytest.fixture
 def tiny_model() -> AudioDiffusion:
     return make_tiny_model()

@@ -293,3 +293,58 @@ def test_file_deleted_after_scan_does_not_stop_an_epoch(tmp_path, caplog, num_wo
     if num_workers == 0:  # worker processes log in their own process
         warnings = [r for r in caplog.records if victim.name in r.getMessage()]
         assert len(warnings) == 1 and "not found" in warnings[0].getMessage()
+
+
+# --------------------------------------------------------------------------- labels
+def test_folder_labels_give_sorted_class_names_and_labelled_items(tmp_path, caplog):
+    root = tmp_path / "sounds"
+    for name in ["rain/a.wav", "rain/sub/b.wav", "door/c.wav", "door/d.wav"]:
+        write(root / name, tone(0.3))
+    write(root / "stray.wav", tone(0.3))  # directly in root: no class
+    dm = module(tmp_path / "cache", root=str(root), labels="folder", val_files=0)
+    assert dm.class_names == ["door", "rain"]
+    with caplog.at_level(logging.WARNING, logger="audiodiff.data"):
+        dm.setup("fit")
+    assert "no class folder" in caplog.text and "stray.wav" in caplog.text
+    labels = {f.name: f.label for f in dm.train_set.files}
+    assert labels == {"door/c.wav": 0, "door/d.wav": 0, "rain/a.wav": 1, "rain/sub/b.wav": 1}
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["label"].dtype == torch.int64 and batch["label"].shape == (2,)
+    names = [dm.train_set.files[i].name for i, _ in CropSampler(4, dm.seed)][:2]
+    assert batch["label"].tolist() == [labels[n] for n in names]
+
+
+def test_parent_labels_use_the_folder_holding_each_file(tmp_path):
+    root = tmp_path / "sfx"
+    write(root / "sonic-pi" / "bd" / "kick.flac", tone(0.3))
+    write(root / "sonic-pi" / "sn" / "snare.flac", tone(0.3))
+    write(root / "opensfx" / "horn.wav", tone(0.3))
+    assert module(tmp_path / "c", root=str(root), labels="parent").class_names == ["bd", "opensfx", "sn"]
+    assert module(tmp_path / "c", root=str(root), labels="folder").class_names == ["opensfx", "sonic-pi"]
+    assert module(tmp_path / "c", root=str(root)).class_names is None
+
+
+def test_csv_labels(tmp_path):
+    write(tmp_path / "audio" / "x.wav", tone(0.3))
+    write(tmp_path / "audio" / "y.wav", tone(0.3))
+    table = tmp_path / "labels.csv"
+    table.write_text("path,label\naudio/x.wav,bell\n\naudio/y.wav,\"whistle, steam\"\n")
+    dm = module(tmp_path / "cache", filelist=str(table), labels="csv", val_files=0)
+    assert dm.class_names == ["bell", "whistle, steam"]
+    dm.setup("fit")
+    assert sorted((f.name, f.label) for f in dm.train_set.files) == [("audio/x.wav", 0), ("audio/y.wav", 1)]
+    table.write_text("audio/x.wav,bell\naudio/y.wav\n")
+    with pytest.raises(ValueError, match="line 2"):
+        module(tmp_path / "cache", filelist=str(table), labels="csv").class_names
+
+
+def test_label_options_are_checked(tmp_path):
+    with pytest.raises(ValueError, match="labels must be one of"):
+        module(tmp_path, root=str(tmp_path), labels="folders")
+    with pytest.raises(ValueError, match="filelist"):
+        module(tmp_path, root=str(tmp_path), labels="csv")
+    with pytest.raises(ValueError, match="root"):
+        module(tmp_path, filelist=str(tmp_path / "a.txt"), labels="folder")
+    write(tmp_path / "flat" / "a.wav", tone(0.3))
+    with pytest.raises(RuntimeError, match="class folder"):
+        module(tmp_path / "cache", root=str(tmp_path / "flat"), labels="folder").class_names

@@ -34,6 +34,30 @@ def _check_sigmas(sigmas: Sequence[float]) -> np.ndarray:
     return levels
 
 
+def combine_guidance(eps_class: Tensor, eps_null: Tensor, guidance: float) -> Tensor:
+    """Classifier-free guidance: ``eps_null + w * (eps_class - eps_null)``.
+
+    Computed as ``(1 - w) * eps_null + w * eps_class``, the same value, but exact at the two
+    ends: ``w = 0`` gives ``eps_null`` and ``w = 1`` gives ``eps_class`` bit for bit.
+    """
+    return (1.0 - guidance) * eps_null + guidance * eps_class
+
+
+def classifier_free_guidance(eps_fn_pairs: EpsFn, guidance: float) -> EpsFn:
+    """Wrap a noise predictor that sees each row twice into a guided one (one network call).
+
+    ``eps_fn_pairs(x2 (2B, T), sigma)`` predicts rows ``[:B]`` with their class and rows
+    ``[B:]`` with the null class; the returned ``eps_fn(x (B, T), sigma)`` feeds it ``x`` twice
+    and combines the halves with :func:`combine_guidance`.
+    """
+
+    def guided(x: Tensor, sigma: float) -> Tensor:
+        eps_class, eps_null = eps_fn_pairs(torch.cat([x, x]), sigma).chunk(2)
+        return combine_guidance(eps_class, eps_null, guidance)
+
+    return guided
+
+
 def sample_ancestral(
     eps_fn: EpsFn,
     noise: Tensor,
