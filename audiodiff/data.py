@@ -708,7 +708,8 @@ class AudioDataModule(pl.LightningDataModule):
             empty = [name for name, i in ids.items() if counts[i] == 0]
             if empty:
                 log.warning("class(es) without a usable file: %s", ", ".join(empty))
-            log.info("classes: %s", ", ".join(f"{name} ({counts[i]})" for name, i in ids.items()))
+            print(f"{len(ids)} classes (usable files): "
+                  + ", ".join(f"{name} ({counts[i]})" for name, i in ids.items()), flush=True)
         return dataclasses.replace(result, usable=usable)
 
     def prepare_data(self) -> None:
