@@ -266,3 +266,28 @@ def test_trained_tiny_model_generates_the_requested_class(tmp_path):
     assert len(tonal) == len(noisy) == 6
     assert max(tonal) < min(noisy), (tonal, noisy)
     assert np.mean(noisy) > 3 * np.mean(tonal), (tonal, noisy)
+
+
+def test_sfx_class_stats_benchmark_smoke(tmp_path, generator_file):
+    """The per-class statistics script: a row per class, features of real and generated clips."""
+    import importlib.util
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "sfx_class_stats.py"
+    spec = importlib.util.spec_from_file_location("sfx_class_stats", script)
+    stats = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(stats)
+    data = tmp_path / "data"
+    t = np.arange(4000) / 8000
+    for name, audio in [("door/a.wav", 0.5 * np.sin(2 * np.pi * 440 * t)),
+                        ("rain/b.wav", 0.2 * np.random.default_rng(0).standard_normal(t.size))]:
+        (data / name).parent.mkdir(parents=True, exist_ok=True)
+        sf.write(data / name, audio.astype(np.float32), 8000)
+    result = stats.main(["--model", str(generator_file), "--data", str(data), "--labels", "folder", "--n", "2",
+                         "--seconds", "0.3", "--json", str(tmp_path / "s.json"), "--out", str(tmp_path / "clips")])
+    assert [r["class"] for r in result["rows"]] == list(CLASSES)
+    door = result["rows"][0]
+    assert door["real_clips"] == 1 and door["generated_clips"] == 2
+    assert door["real_flatness"] < 0.01  # a pure tone
+    assert 0.0 <= result["nearest_class_accuracy"] <= 1.0 and result["chance"] == 0.5
+    assert json.loads((tmp_path / "s.json").read_text())["rows"] == result["rows"]
+    assert (tmp_path / "clips" / "sheet-rain-seed0.png").is_file()
