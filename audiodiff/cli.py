@@ -1,7 +1,7 @@
 """The ``audiodiff`` command line.
 
-Subcommands: ``train`` (LightningCLI), ``export``, ``info``, ``vocode``, ``generate``, ``mel``,
-``import-diffwave`` and ``demo``. Errors are one line on stderr (``--verbose`` for a
+Subcommands: ``train`` (LightningCLI), ``export``, ``info``, ``vocode``, ``generate``, ``eval``,
+``mel``, ``import-diffwave`` and ``demo``. Errors are one line on stderr (``--verbose`` for a
 traceback); usage errors exit with 2, a run in which some inputs failed exits with 1.
 """
 
@@ -55,7 +55,7 @@ def cmd_vocode(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     model = _load_model(args.model, _resolve_device(args.device))
     if not model.network.conditional:
-        raise CommandError(f"{args.model}: an unconditional model cannot vocode; use 'audiodiff generate'", EXIT_USAGE)
+        raise CommandError(f"{args.model}: a model without mel conditioning cannot vocode; use 'audiodiff generate'", EXIT_USAGE)
     failures: list[str] = []
 
     def report(error: Exception) -> None:
@@ -156,6 +156,102 @@ def _batch_progress(bar, clips, batch_size: int):
         bar.update(state["size"])
 
     return step
+
+
+# -------------------------------------------------------------------- eval
+def cmd_eval(args: argparse.Namespace) -> int:
+    from audiodiff.evaluation import check_judges
+
+    try:
+        check_judges(args.judges or [])
+    except ValueError as error:
+        raise CommandError(str(error), EXIT_USAGE) from None
+    if args.model is not None:
+        if args.ref or args.gen:
+            raise CommandError("give either --ref/--gen (score two folders) or --model/--data, not both", EXIT_USAGE)
+        if args.data is None:
+            raise CommandError("--model needs --data DIR (the held-out audio to resynthesise)", EXIT_USAGE)
+        return _eval_model(args)
+    if not (args.ref and args.gen):
+        raise CommandError("give --ref REF_DIR --gen GEN_DIR, or --model M --data DIR", EXIT_USAGE)
+    return _eval_folders(args)
+
+
+def _score_folders(args: argparse.Namespace, ref_dir, gen_dir, sample_rate: int, mel_preset: str, title: str):
+    """Pair, score and print one evaluation; returns the :class:`EvalResult`."""
+    from audiodiff.evaluation import evaluate_pairs, pair_files
+
+    pairing = pair_files(ref_dir, gen_dir)
+    result = evaluate_pairs(pairing, sample_rate, mel_preset=mel_preset, judges=args.judges or (),
+                            metrics=args.metrics, align=args.align, progress=not args.quiet)
+    print(f"\n{title} ({len(pairing.pairs)} pairs, {sample_rate} Hz, mel L1 in the {mel_preset} preset)")
+    print(result.table())
+    return result
+
+
+def _eval_folders(args: argparse.Namespace) -> int:
+    from audiodiff.audio import audio_info
+    from audiodiff.evaluation import list_audio_files, write_json
+
+    refs = list_audio_files(args.ref)
+    if not refs:
+        raise CommandError(f"{args.ref}: no audio files", EXIT_USAGE)
+    sample_rate = args.sample_rate or audio_info(next(iter(refs.values()))).sample_rate
+    result = _score_folders(args, args.ref, args.gen, sample_rate, args.mel_preset or "hifigan",
+                            f"{args.gen} against {args.ref}")
+    if args.json:
+        print(f"wrote {write_json(args.json, result.to_json())}")
+    return EXIT_FAILED if result.errors else EXIT_OK
+
+
+def _eval_model(args: argparse.Namespace) -> int:
+    from audiodiff.evaluation import resynthesise_folder, write_json
+
+    model = _load_model(args.model, _resolve_device(args.device))
+    if not model.network.conditional:
+        raise CommandError(f"{args.model}: only a vocoder (mel-conditioned model) can resynthesise --data", EXIT_USAGE)
+    try:
+        n_steps = len(model.sigmas(args.sampler, args.steps)) - 1
+    except ValueError as error:
+        raise CommandError(str(error), EXIT_USAGE) from None
+    out = Path(args.out or f"eval-out/{Path(args.model).stem}-{args.sampler}-{n_steps}steps-seed{args.seed}")
+    report = resynthesise_folder(model, args.data, out, sampler=args.sampler, steps=args.steps, seed=args.seed,
+                                 include_griffin_lim=not args.no_griffin_lim, progress=not args.quiet,
+                                 on_error=lambda line: print(f"error: {line}", file=sys.stderr))
+    print(f"resynthesised {len(report.written)} file(s) into {out} ({len(report.skipped)} already there, "
+          f"{len(report.errors)} failed)")
+    if not report.written and not report.skipped:
+        raise CommandError(f"{args.data}: no file could be resynthesised")
+    preset = args.mel_preset or model.config.mel.preset
+    results = {"model": _score_folders(args, report.reference_dir, report.model_dir, model.sample_rate, preset,
+                                       f"{Path(args.model).name}, {args.sampler} {n_steps} steps")}
+    if not args.no_griffin_lim:
+        results["griffin-lim"] = _score_folders(args, report.reference_dir, report.griffin_lim_dir,
+                                                model.sample_rate, preset, "Griffin-Lim (64 iterations), the floor")
+        print("\n" + _floor_comparison(results["model"], results["griffin-lim"]))
+    if args.json:
+        data = {"model": args.model, "data": args.data, "sampler": args.sampler, "steps": n_steps, "seed": args.seed,
+                "resynthesis_errors": report.errors, **{k: r.to_json() for k, r in results.items()}}
+        print(f"wrote {write_json(args.json, data)}")
+    failed = report.errors or any(r.errors for r in results.values())
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def _floor_comparison(model_result, floor_result) -> str:
+    """Mean of each metric for the model and the Griffin-Lim floor, and which is better."""
+    from audiodiff.evaluation import METRICS
+
+    info = {m.key: m for m in METRICS}
+    model_means, floor_means = model_result.means(), floor_result.means()
+    lines = [f"{'metric':<16}{'model':>10}{'Griffin-Lim':>13}  better"]
+    for key in model_result.keys:
+        a, b = model_means[key].mean, floor_means.get(key)
+        b = b.mean if b is not None else None
+        if a is None or b is None or key not in info or info[key].higher_is_better is None:
+            continue
+        better = "model" if (a > b) == info[key].higher_is_better else "Griffin-Lim"
+        lines.append(f"{info[key].header:<16}{a:>10.3f}{b:>13.3f}  {better if a != b else '-'}")
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------- mel
@@ -317,6 +413,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", "-q", action="store_true")
     _add_sampling_args(p)
     p.set_defaults(func=cmd_generate)
+
+    p = add("eval", help="objective quality metrics: two folders of audio, or a vocoder on held-out audio",
+            description="Score generated audio against references (PESQ, STOI/ESTOI, MR-STFT, log-mel L1, "
+                        "MCD, F0 RMSE, V/UV F1), pairing files by name; or resynthesise a held-out folder "
+                        "with a vocoder and score it next to the Griffin-Lim floor.")
+    p.add_argument("--ref", help="folder of reference audio")
+    p.add_argument("--gen", help="folder of generated audio (paired with --ref by file name, any suffix)")
+    p.add_argument("--model", "-m", help="a vocoder: resynthesise --data and score it")
+    p.add_argument("--data", help="held-out audio folder for --model")
+    p.add_argument("--out", help="where --model writes reference/, model/, griffin-lim/ "
+                                 "(default eval-out/<model>-<sampler>-<N>steps-seed<S>; existing files are reused)")
+    p.add_argument("--no-griffin-lim", action="store_true", help="skip the Griffin-Lim floor")
+    p.add_argument("--json", help="also write all results as JSON")
+    p.add_argument("--sample-rate", type=int, help="evaluation rate for --ref/--gen (default: the first reference's)")
+    p.add_argument("--mel-preset", help="preset of the log-mel L1 (default: the model's, or hifigan)")
+    p.add_argument("--metrics", nargs="+", choices=["pesq", "stoi", "mrstft", "mel", "mcd", "f0", "delay"],
+                   help="metric groups to compute (default: all)")
+    p.add_argument("--judges", nargs="+", choices=["distillmos", "dnsmos", "visqol"],
+                   help="optional learned judges, when their packages are installed")
+    p.add_argument("--align", action="store_true", help="compensate a measured delay before scoring")
+    p.add_argument("--quiet", "-q", action="store_true")
+    _add_sampling_args(p)
+    p.set_defaults(func=cmd_eval)
 
     p = add("mel", help="audio files -> mel spectrograms (n_mels, frames) float32 .npy")
     p.add_argument("inputs", nargs="+")
