@@ -1,0 +1,135 @@
+"""Smoke tests of the benchmark scripts: tiny model, minimal settings, one thread.
+
+They check the printed table and the JSON (rows, ratios computed from the two measured numbers,
+positive fields, memory reported, reference checks passed), never the timings themselves.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("diffwave")
+pytestmark = pytest.mark.filterwarnings("ignore:.*torch.jit.script.*:DeprecationWarning")
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def _run(script: str, *args: str) -> str:
+    result = subprocess.run([sys.executable, str(BENCHMARKS / script), *args],
+                            capture_output=True, text=True, timeout=240, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def _load(script: str):
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        spec = importlib.util.spec_from_file_location(f"bench_{script[:-3]}", BENCHMARKS / script)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+
+def _table_rows(stdout: str) -> list[list[str]]:
+    """Cells of the markdown table's body rows."""
+    lines = [l for l in stdout.splitlines() if l.startswith("|")]
+    assert len(lines) >= 3 and set(lines[1]) <= set("|-")
+    return [[c.strip() for c in l.strip("|").split("|")] for l in lines[2:]]
+
+
+def _check_machine(report: dict, stdout: str) -> None:
+    machine = report["machine"]
+    for key in ("cpu", "cpu_cores", "torch_threads", "torch", "date", "commit"):
+        assert machine[key], key
+    assert stdout.startswith("machine: ") and machine["torch"] in stdout and machine["commit"] in stdout
+
+
+def _check_timing(result: dict, audio_seconds: float, speed_key: str) -> None:
+    assert result["median_s"] == pytest.approx(statistics.median(result["times_s"]))
+    assert all(t > 0 for t in result["times_s"])
+    assert result[speed_key] == pytest.approx(audio_seconds / result["median_s"], rel=1e-12)
+    assert math.isfinite(result["peak_mb"]) and result["peak_mb"] > 0
+    assert result["memory_method"]
+
+
+def test_vocode_speed_cli(tmp_path):
+    out = tmp_path / "out" / "vocode.json"
+    stdout = _run("vocode_speed.py", "--sizes", "tiny", "--steps", "6", "--batch", "1", "--seconds", "0.1",
+                  "--repeats", "1", "--threads", "1", "--json", str(out))
+    report = json.loads(out.read_text())
+    assert sorted(p.name for p in out.parent.iterdir()) == ["vocode.json"]  # atomic write left nothing else
+    _check_machine(report, stdout)
+    assert report["isolated"] is True  # CPU: one fresh process per measurement
+
+    (row,) = report["rows"]
+    assert (row["size"], row["steps"], row["batch"], row["device"], row["precision"]) == ("tiny", 6, 1, "cpu", "fp32")
+    assert row["audio_seconds"] == pytest.approx(row["frames"] * 256 / 22050) and row["frames"] == 9
+    for impl in ("ours", "reference"):
+        _check_timing(row[impl], row["audio_seconds"], "rtf")
+        assert len(row[impl]["times_s"]) == 1 and row[impl]["load_s"] > 0
+    assert "fast" in row["ours"]["sampler"] and "fast_sampling=True" in row["reference"]["sampler"]
+    assert row["ratio"] == pytest.approx(row["ours"]["rtf"] / row["reference"]["rtf"], rel=1e-12)
+
+    (check,) = report["checks"]
+    assert check["ok"] and check["loop_vs_predict_max_abs"] == 0.0 and check["ours_vs_predict_max_abs"] < 1e-3
+
+    vocode = _load("vocode_speed.py")
+    (cells,) = _table_rows(stdout)
+    assert cells[:5] == ["tiny", "6", "1", "cpu", "fp32"]
+    assert cells[7] == vocode.fmt(row["ours"]["rtf"]) and cells[9] == vocode.fmt(row["reference"]["rtf"])
+    assert cells[10] == vocode.fmt(row["ratio"])
+    assert cells[11] == vocode.fmt(row["ours"]["peak_mb"]) and cells[12] == vocode.fmt(row["reference"]["peak_mb"])
+    assert "reproduced loop vs diffwave.inference.predict max |diff| 0" in stdout
+
+
+def test_vocode_speed_in_process_without_reference(capsys):
+    """The in-process path (CUDA's default) and a step count the reference has no sampler for."""
+    vocode = _load("vocode_speed.py")
+    report = vocode.main(["--sizes", "tiny", "--steps", "2", "--batch", "2", "--seconds", "0.1",
+                          "--repeats", "1", "--threads", "1", "--isolate", "no"])
+    (row,) = report["rows"]
+    assert report["isolated"] is False and report["checks"] == []
+    assert row["batch"] == 2 and row["reference"] is None and row["ratio"] is None
+    assert "ddpm" in row["ours"]["sampler"]
+    _check_timing(row["ours"], row["audio_seconds"], "rtf")
+    (cells,) = _table_rows(capsys.readouterr().out)
+    assert cells[8:11] == ["-", "-", "-"]
+
+
+def test_train_throughput_cli(tmp_path):
+    out = tmp_path / "train.json"
+    stdout = _run("train_throughput.py", "--size", "tiny", "--batch", "1", "--frames", "4", "--steps", "1",
+                  "--warmup", "1", "--threads", "1", "--json", str(out))
+    report = json.loads(out.read_text())
+    _check_machine(report, stdout)
+    assert report["check"]["ok"]
+    rows = {r["impl"]: r for r in report["rows"]}
+    assert list(rows) == ["ours incl. mel", "ours excl. mel", "reference"]
+    reference = rows["reference"]
+    for impl, row in rows.items():
+        assert (row["size"], row["batch"], row["samples"], row["device"]) == ("tiny", 1, 1024, "cpu")
+        assert row["audio_seconds"] == pytest.approx(1024 / 22050)
+        _check_timing(row, row["audio_seconds"], "audio_s_per_s")
+        assert len(row["losses"]) == 2 and all(0 < l < 10 for l in row["losses"])
+        if impl == "reference":
+            assert row["ratio"] is None
+        else:
+            assert row["ratio"] == pytest.approx(row["audio_s_per_s"] / reference["audio_s_per_s"], rel=1e-12)
+
+    train = _load("train_throughput.py")
+    table = {cells[0]: cells for cells in _table_rows(stdout)}
+    assert list(table) == list(rows)
+    for impl, row in rows.items():
+        assert table[impl][6] == train.fmt(row["audio_s_per_s"])
+        assert table[impl][7] == train.fmt(row["ratio"])
+        assert table[impl][8] == train.fmt(row["peak_mb"])
