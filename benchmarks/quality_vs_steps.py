@@ -62,9 +62,16 @@ def plot(rows: list[dict], floor: dict, keys: list[str], path: Path, title: str)
     from audiodiff.evaluation import METRICS
     from audiodiff.figures import save_figure
 
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
     headers = {m.key: m.header for m in METRICS}
-    fig, axes = plt.subplots(1, len(keys), figsize=(3.4 * len(keys), 3.0), squeeze=False)
-    for ax, key in zip(axes[0], keys):
+    columns = min(3, len(keys))
+    rows_of_panels = -(-len(keys) // columns)
+    fig, axes = plt.subplots(rows_of_panels, columns, figsize=(4.0 * columns, 3.0 * rows_of_panels), squeeze=False)
+    for ax in axes.flat[len(keys):]:
+        ax.axis("off")
+    ticks = sorted({r["steps"] for r in rows})
+    for ax, key in zip(axes.flat, keys):
         for sampler in sorted({r["sampler"] for r in rows}):
             points = sorted((r["steps"], r["means"][key]) for r in rows if r["sampler"] == sampler
                             and r["means"].get(key) is not None)
@@ -73,9 +80,12 @@ def plot(rows: list[dict], floor: dict, keys: list[str], path: Path, title: str)
         if floor.get(key) is not None:
             ax.axhline(floor[key], linestyle="--", color="grey", label="Griffin-Lim")
         ax.set_xscale("log")
+        ax.set_xticks(ticks)
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("network calls")
         ax.set_title(headers.get(key, key), fontsize=9)
-    axes[0][0].legend(fontsize=7)
+    axes.flat[0].legend(fontsize=7)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return save_figure(path, fig)

@@ -10,7 +10,7 @@ Rows:
 
 * ``ours incl. mel``: our training path (``DiffusionModule._mel`` + ``_loss``): the mel of the
   audio crops computed in the step (fp32, outside autocast, as in training), the conditioning
-  (upsampling + per-block projections, once per step), ``audiodiff.diffusion.loss.epsilon_loss``
+  (upsampling once per step, each block's projection when the block runs), ``epsilon_loss``
   (steps and noise drawn on the CPU, as in training), backward, ``clip_grad_norm_(1.0)`` (the
   recipes' ``gradient_clip_val``), AdamW.
 * ``ours excl. mel``: the same with the mel precomputed, as the reference trains (its
@@ -90,7 +90,7 @@ def ours_step(model, optimizer, alpha_bars: torch.Tensor, audio: torch.Tensor, m
         with torch.autocast(device_type=torch.device(device).type, enabled=False):
             mel = model.mel_frontend(audio.float())
     with autocast(device, precision):  # DiffusionModule._loss
-        conditioning = model.network.condition(mel)
+        conditioning = model.network.condition(mel, cache_projections=False)  # as DiffusionModule._loss
         loss = epsilon_loss(lambda x, t: model.network.denoise(x, t, conditioning), audio, alpha_bars,
                             kind="l1", steps=steps, noise=noise)
     loss.backward()

@@ -133,3 +133,27 @@ def test_train_throughput_cli(tmp_path):
         assert table[impl][6] == train.fmt(row["audio_s_per_s"])
         assert table[impl][7] == train.fmt(row["ratio"])
         assert table[impl][8] == train.fmt(row["peak_mb"])
+
+
+def test_quality_vs_steps_table_json_and_plot(tmp_path):
+    """One held-out clip, ddpm at 2 and 3 steps plus fast: a row per run, the Griffin-Lim floor, a PNG."""
+    import numpy as np
+    import soundfile as sf
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from conftest import make_tiny_model, speech_like
+
+    model_file = make_tiny_model().save(tmp_path / "tiny.safetensors")
+    (tmp_path / "held").mkdir()
+    sf.write(tmp_path / "held" / "utt.wav", speech_like(0.5, 22050), 22050)
+    quality = _load("quality_vs_steps.py")
+    result = quality.main(["--model", str(model_file), "--data", str(tmp_path / "held"), "--out", str(tmp_path / "q"),
+                           "--steps", "2", "3", "--metrics", "mrstft", "mel", "--json", str(tmp_path / "q.json"),
+                           "--png", str(tmp_path / "q.png")])
+    assert [(r["sampler"], r["steps"]) for r in result["rows"]] == [("ddpm", 2), ("ddpm", 3), ("fast", 6)]
+    assert all(r["files"] == 1 and not r["errors"] for r in result["rows"])
+    assert set(result["griffin_lim"]) == {"mrstft", "mel_l1"} and result["griffin_lim"]["mel_l1"] > 0
+    assert json.loads((tmp_path / "q.json").read_text())["rows"][0]["means"].keys() == {"mrstft", "mel_l1"}
+    assert (tmp_path / "q.png").read_bytes()[:4] == b"\x89PNG"
+    assert sorted(p.name for p in (tmp_path / "q").iterdir()) == ["ddpm-2", "ddpm-3", "fast-6"]
+    assert np.isfinite([r["means"]["mrstft"] for r in result["rows"]]).all()
