@@ -4,7 +4,9 @@ For a class-conditional model and its labelled data folder, generates ``--n`` cl
 class and compares them with (up to ``--max-real``) real clips of that class: median spectral
 centroid, spectral flatness, RMS level, zero-crossing rate (librosa). It also classifies each
 generated clip by the nearest real class in those features (standardised), a rough check that
-the model's classes sound like their data: chance is 1 / number of classes.
+the model's classes sound like their data (chance is 1 / number of classes), and gives the rank
+correlation (Spearman, across classes) of each feature's real and generated medians: near 1 when
+the classes that are brighter / noisier in the data are so in the generated clips too.
 
     python benchmarks/sfx_class_stats.py --model sfx.safetensors --data shared/data/sfx \
         --labels parent --n 8 --seconds 1.5 --guidance 3 --json sfx-stats.json
@@ -84,6 +86,18 @@ def nearest_class_accuracy(real: dict[str, list[dict]], generated: dict[str, lis
     return hits
 
 
+def rank_correlations(rows: list[dict]) -> dict[str, float | None]:
+    """Spearman correlation across classes of the real and generated median of each feature."""
+    from scipy.stats import spearmanr
+
+    result: dict[str, float | None] = {}
+    for feature in FEATURES:
+        pairs = [(r[f"real_{feature}"], r[f"gen_{feature}"]) for r in rows if r[f"real_{feature}"] is not None]
+        value = spearmanr(*zip(*pairs)).correlation if len(pairs) >= 3 else None
+        result[feature] = None if value is None or np.isnan(value) else float(value)
+    return result
+
+
 def write_json_atomic(path: Path, data: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
@@ -133,7 +147,7 @@ def main(argv: list[str] | None = None) -> dict:
         for label, done in per_class.items():
             save_contact_sheet(Path(args.out) / f"sheet-{label}-seed{args.seed}.png", done, sr)
     accuracy = nearest_class_accuracy(real, generated)
-    rows = []
+    rows: list[dict] = []
     for label in names:
         row = {"class": label, "real_clips": len(real.get(label, [])), "generated_clips": len(generated[label]),
                "nearest_class_hit": accuracy.get(label)}
@@ -144,7 +158,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = {"model": Path(args.model).name, "guidance": args.guidance, "sampler": args.sampler,
               "steps": args.steps, "seconds": args.seconds, "rows": rows,
               "nearest_class_accuracy": float(np.mean(list(accuracy.values()))) if accuracy else None,
-              "chance": 1.0 / len(names)}
+              "chance": 1.0 / len(names), "rank_correlation": rank_correlations(rows)}
     print_table(result)
     if args.json:
         write_json_atomic(Path(args.json), result)
@@ -167,6 +181,8 @@ def print_table(result: dict) -> None:
               f"{_fmt(r['real_zcr'], '6.3f')} {_fmt(r['gen_zcr'], '6.3f')} {_fmt(r['nearest_class_hit'], '5.2f')}")
     print(f"nearest-real-class accuracy of generated clips: {_fmt(result['nearest_class_accuracy'], '.2f')} "
           f"(chance {result['chance']:.2f})")
+    print("rank correlation across classes, real vs generated medians: "
+          + ", ".join(f"{k} {_fmt(v, '.2f')}" for k, v in result["rank_correlation"].items()))
 
 
 if __name__ == "__main__":

@@ -283,7 +283,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for row in rows:
         row["ratio"] = row["audio_s_per_s"] / reference["audio_s_per_s"] if reference and row is not reference else None
     report = {"benchmark": "train_throughput", "machine": info, "isolated": isolate,
-              "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+              "settings": {k: v for k, v in vars(args).items() if k != "json"},  # no local paths in results
               "check": checked, "rows": rows}
     print(format_report(report))
     if args.json:

@@ -334,7 +334,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                           + (f", reference {row['reference']['rtf']:.3g}x" if row["reference"] else ""),
                           file=sys.stderr, flush=True)
     report = {"benchmark": "vocode_speed", "machine": info, "isolated": isolate,
-              "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+              "settings": {k: v for k, v in vars(args).items() if k != "json"},  # no local paths in results
               "checks": checks, "rows": rows}
     print(format_report(report))
     if args.json:

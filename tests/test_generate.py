@@ -289,5 +289,9 @@ def test_sfx_class_stats_benchmark_smoke(tmp_path, generator_file):
     assert door["real_clips"] == 1 and door["generated_clips"] == 2
     assert door["real_flatness"] < 0.01  # a pure tone
     assert 0.0 <= result["nearest_class_accuracy"] <= 1.0 and result["chance"] == 0.5
+    assert result["rank_correlation"] == {f: None for f in stats.FEATURES}  # needs 3+ classes
+    opposite = [{**{f"real_{f}": k for f in stats.FEATURES}, **{f"gen_{f}": -k for f in stats.FEATURES}}
+                for k in range(4)]
+    assert stats.rank_correlations(opposite) == pytest.approx({f: -1.0 for f in stats.FEATURES})
     assert json.loads((tmp_path / "s.json").read_text())["rows"] == result["rows"]
     assert (tmp_path / "clips" / "sheet-rain-seed0.png").is_file()
