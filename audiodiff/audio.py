@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Union
@@ -23,6 +22,8 @@ from typing import TYPE_CHECKING, Any, Iterator, Union
 import numpy as np
 import torch
 from torch import Tensor
+
+from audiodiff.files import write_atomically
 
 if TYPE_CHECKING:
     import soundfile
@@ -252,19 +253,9 @@ def save_audio(path: PathLike, audio: Tensor | np.ndarray, sample_rate: int, sub
     data = _as_mono_numpy(audio)
     if subtype not in ("FLOAT", "DOUBLE"):
         data = np.clip(data, -1.0, 1.0)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # honour the umask
-    try:
-        sf.write(str(tmp), data, int(sample_rate), subtype=subtype, format=fmt)
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return path
+    return write_atomically(
+        path, lambda tmp: sf.write(str(tmp), data, int(sample_rate), subtype=subtype, format=fmt)
+    )
 
 
 def samples_at_rate(frames: int, orig_sr: int, new_sr: int) -> int:

@@ -294,11 +294,13 @@ def cmd_mel(args: argparse.Namespace) -> int:
 def _save_npy_atomic(path: Path, array) -> None:
     import numpy as np
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as handle:
-        np.save(handle, array)
-    tmp.replace(path)
+    from audiodiff.files import write_atomically
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:
+            np.save(handle, array)
+
+    write_atomically(path, write)
 
 
 # ----------------------------------------------------------- model files

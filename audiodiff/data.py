@@ -24,7 +24,6 @@ import json
 import logging
 import math
 import os
-import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -37,6 +36,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .audio import AUDIO_SUFFIXES, AudioError, PathLike, audio_info, load_audio, peak_amplitude, samples_at_rate
+from .files import write_text
 
 log = logging.getLogger("audiodiff.data")
 
@@ -259,14 +259,10 @@ def _read_cache(path: Path | None) -> dict[str, dict[str, Any]]:
 
 def _write_atomic(path: Path, text: str) -> bool:
     """Write ``text`` to ``path`` via a temporary file and :func:`os.replace`; False on failure."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
+        write_text(path, text)
         return True
     except OSError as err:
-        tmp.unlink(missing_ok=True)
         log.warning("could not write %s (%s); the scan will not be cached", path, err)
         return False
 

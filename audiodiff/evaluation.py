@@ -54,10 +54,7 @@ import contextlib
 import functools
 import importlib
 import io
-import json
 import math
-import os
-import uuid
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,6 +65,7 @@ import torch
 from torch import Tensor
 
 from audiodiff.audio import AUDIO_SUFFIXES, AudioError, PathLike, load_audio, resample, save_audio
+from audiodiff.files import write_json  # noqa: F401 - part of this module's API
 from audiodiff.mel import MelConfig, MelSpectrogram, mel_preset as get_mel_preset
 
 if TYPE_CHECKING:
@@ -818,25 +816,6 @@ def evaluate_pairs(
             on_error(row.error)
         result.files.append(row)
     return result
-
-
-def write_json(path: PathLike, data: Any) -> Path:
-    """Write ``data`` as indented JSON to ``path`` atomically (temporary file + :func:`os.replace`)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2, allow_nan=False)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return path
 
 
 # ---------------------------------------------------------------- Griffin-Lim floor

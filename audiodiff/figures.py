@@ -61,13 +61,12 @@ def save_figure(path: str | Path, fig) -> Path:
     """Write a matplotlib figure as a PNG atomically (temporary file, then rename); closes it."""
     import matplotlib.pyplot as plt
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    from audiodiff.files import write_atomically
+
+    try:
+        return write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
+    finally:
+        plt.close(fig)
 
 
 def save_mel_comparison(path: str | Path, mels: Sequence[np.ndarray], titles: Sequence[str],

@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -29,6 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from audiodiff.files import write_atomically
 from audiodiff.diffusion.sampling import EpsFn, classifier_free_guidance, sample_ancestral
 from audiodiff.diffusion.schedule import NoiseSchedule, ScheduleConfig, sigmas_from_betas
 from audiodiff.mel import MelConfig, MelSpectrogram, mel_preset
@@ -326,22 +326,13 @@ class AudioDiffusion(nn.Module):
         from safetensors.torch import save_file
 
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.network.state_dict().items()}
         metadata = {
             "format": FORMAT_NAME,
             "format_version": str(self.config.format_version),
             "config": json.dumps(self.config.to_dict()),
         }
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        try:
-            save_file(tensors, tmp, metadata=metadata)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        return path
+        return write_atomically(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
     def with_training_step(self, step: int) -> "AudioDiffusion":
         """Record the training step in the config (returns ``self``)."""

@@ -19,7 +19,6 @@ import platform
 import resource
 import subprocess
 import sys
-import tempfile
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Sequence
@@ -273,16 +272,7 @@ def fmt(value: float | None) -> str:
 
 
 def write_json(path: str | Path, data: Any) -> Path:
-    """Write ``data`` as JSON to ``path`` atomically (temporary file in the same folder, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=2)
-            handle.write("\n")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    """Write ``data`` as JSON to ``path`` atomically (:func:`audiodiff.files.write_json`)."""
+    from audiodiff.files import write_json as write
+
+    return write(path, data, allow_nan=True)

@@ -17,10 +17,7 @@ Prints a table and writes JSON (atomically).
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
-import tempfile
 from collections import defaultdict
 from pathlib import Path
 
@@ -98,14 +95,6 @@ def rank_correlations(rows: list[dict]) -> dict[str, float | None]:
     return result
 
 
-def write_json_atomic(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(data, handle, indent=2)
-    os.replace(tmp, path)
-
-
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True)
@@ -161,7 +150,9 @@ def main(argv: list[str] | None = None) -> dict:
               "chance": 1.0 / len(names), "rank_correlation": rank_correlations(rows)}
     print_table(result)
     if args.json:
-        write_json_atomic(Path(args.json), result)
+        from audiodiff.files import write_json
+
+        write_json(args.json, result)
     return result
 
 

@@ -1,0 +1,49 @@
+"""Atomic file writes: a destination path never holds a partial file.
+
+Every writer of the package (audio, models, mels, figures, JSON results) goes through
+:func:`write_atomically`: the content is written to a temporary file in the destination's folder,
+flushed to disk, and moved onto the destination with :func:`os.replace`. A crash or Ctrl-C leaves
+either the old file or the new one, and no temporary file behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import Any, Callable
+
+PathLike = str | os.PathLike
+
+
+def write_atomically(path: PathLike, write: Callable[[Path], None]) -> Path:
+    """Call ``write(tmp)`` to fill a temporary file beside ``path``, then rename it onto ``path``.
+
+    Parent folders are created. The temporary name ends in ``.tmp``, so ``write`` must name its
+    format explicitly where a library would guess it from the suffix. Returns ``path``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        write(tmp)
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def write_text(path: PathLike, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    return write_atomically(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def write_json(path: PathLike, data: Any, *, allow_nan: bool = False) -> Path:
+    """Write ``data`` as indented JSON to ``path`` atomically (NaN and infinity refused unless allowed)."""
+    return write_text(path, json.dumps(data, indent=2, allow_nan=allow_nan) + "\n")
