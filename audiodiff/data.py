@@ -491,17 +491,22 @@ class CropSampler(Sampler):
     """Yields ``(index, crop_seed)`` in a fresh random order with fresh crop seeds every epoch.
 
     ``length`` items per epoch (default: one per file); with more, the file order is a
-    concatenation of random permutations, so every file comes up equally often.
+    concatenation of random permutations, so every file comes up equally often. With
+    ``weights`` (one per file), files are drawn with replacement in proportion to them instead.
     Runs in the main process, so crops change across epochs even with persistent workers, and
     depend only on ``(seed, epoch)``, not on the number of workers. Lightning calls
     :meth:`set_epoch` (so a resumed run continues the sequence); without it, every new
     iteration moves on by one epoch.
     """
 
-    def __init__(self, size: int, seed: int, length: int | None = None) -> None:
+    def __init__(self, size: int, seed: int, length: int | None = None,
+                 weights: Sequence[float] | None = None) -> None:
+        if weights is not None and len(weights) != size:
+            raise ValueError(f"{len(weights)} weights for {size} files")
         self.size = size
         self.seed = seed
         self.length = length or size
+        self.weights = None if weights is None else torch.as_tensor(weights, dtype=torch.float64)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -512,9 +517,12 @@ class CropSampler(Sampler):
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         generator = torch.Generator().manual_seed(_seed_from(self.seed, self.epoch))
-        rounds = -(-self.length // self.size)
-        order = torch.cat([torch.randperm(self.size, generator=generator) for _ in range(rounds)])
-        order = order[: self.length].tolist()
+        if self.weights is not None:
+            order = torch.multinomial(self.weights, self.length, replacement=True, generator=generator).tolist()
+        else:
+            rounds = -(-self.length // self.size)
+            order = torch.cat([torch.randperm(self.size, generator=generator) for _ in range(rounds)])
+            order = order[: self.length].tolist()
         seeds = torch.randint(0, 2**62, (self.length,), generator=generator).tolist()
         self.epoch += 1
         return iter(list(zip(order, seeds)))
@@ -558,6 +566,9 @@ class AudioDataModule(pl.LightningDataModule):
             each file: ``sfx/sonic-pi/bd/x.flac`` is ``bd``, ``sfx/opensfx/y.wav`` is ``opensfx``)
             or ``csv`` (``filelist`` is a CSV of ``path,label``). ``None``: unlabelled audio.
             The class names (sorted) are linked into the model by ``audiodiff train``.
+        balance_classes: Draw training crops so that every class comes up equally often (each
+            file with probability 1 / (classes x files in its class)), instead of every file
+            equally often. For labelled data whose classes differ much in size.
     """
 
     def __init__(
@@ -577,6 +588,7 @@ class AudioDataModule(pl.LightningDataModule):
         cache_dir: str | None = None,
         seed: int = 1234,
         labels: str | None = None,
+        balance_classes: bool = False,
     ) -> None:
         super().__init__()
         if (root is None) == (filelist is None):
@@ -588,6 +600,8 @@ class AudioDataModule(pl.LightningDataModule):
             raise ValueError("labels=csv reads the labels from filelist=<path,label CSV>; give a filelist")
         if labels in ("folder", "parent") and root is None:
             raise ValueError(f"labels={labels} reads class folders under root=<folder>; give a root")
+        if balance_classes and labels is None:
+            raise ValueError("balance_classes needs labelled data (set labels)")
         for name, value in dict(sample_rate=sample_rate, hop_length=hop_length,
                                 crop_frames=crop_frames, batch_size=batch_size).items():
             if value < 1:
@@ -610,6 +624,7 @@ class AudioDataModule(pl.LightningDataModule):
         self.cache_dir = Path(cache_dir).expanduser().absolute() if cache_dir is not None else default_cache_dir()
         self.seed = seed
         self.labels = labels
+        self.balance_classes = balance_classes
         self._listing: tuple[list[Path], Path, dict[Path, str] | None] | None = None
         self.scan_result: ScanResult | None = None
         self.train_set: CropDataset | None = None
@@ -736,9 +751,16 @@ class AudioDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         if self.train_set is None:
             raise RuntimeError("call setup() before train_dataloader()")
-        sampler = CropSampler(len(self.train_set), self.seed, self.crops_per_epoch)
+        sampler = CropSampler(len(self.train_set), self.seed, self.crops_per_epoch, self._file_weights())
         return self._loader(self.train_set, batch_size=self.batch_size, sampler=sampler,
                             drop_last=len(sampler) >= self.batch_size)
+
+    def _file_weights(self) -> list[float] | None:
+        """Per training file, 1 / (files of its class), when balancing classes; else ``None``."""
+        if not self.balance_classes:
+            return None
+        counts = Counter(f.label for f in self.train_set.files)
+        return [1.0 / counts[f.label] for f in self.train_set.files]
 
     def val_dataloader(self) -> DataLoader | list[DataLoader]:
         """Batches of one clip, ``{"audio": (1, T), "name": [str]}``; ``[]`` when ``val_files=0``."""

@@ -348,3 +348,23 @@ def test_label_options_are_checked(tmp_path):
     write(tmp_path / "flat" / "a.wav", tone(0.3))
     with pytest.raises(RuntimeError, match="class folder"):
         module(tmp_path / "cache", root=str(tmp_path / "flat"), labels="folder").class_names
+
+
+def test_balanced_classes_draw_every_class_equally_often(tmp_path):
+    root = tmp_path / "sounds"
+    write(root / "rare" / "only.wav", tone(0.3))
+    for k in range(9):
+        write(root / "common" / f"c{k}.wav", tone(0.3, freq=300 + 20 * k))
+    counts = {}
+    for balance in (False, True):
+        dm = module(tmp_path / "cache", root=str(root), labels="folder", val_files=0, crops_per_epoch=4000,
+                    balance_classes=balance)
+        dm.setup("fit")
+        sampler = dm.train_dataloader().sampler
+        rare = dm.class_names.index("rare")
+        drawn = [dm.train_set.files[i].label for i, _ in sampler]
+        counts[balance] = drawn.count(rare) / len(drawn)
+    assert counts[False] == pytest.approx(0.1, abs=0.001)  # one file in ten, exactly, by permutations
+    assert counts[True] == pytest.approx(0.5, abs=0.03)
+    with pytest.raises(ValueError, match="labelled"):
+        module(tmp_path, root=str(root), balance_classes=True)
