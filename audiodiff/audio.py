@@ -211,18 +211,21 @@ def load_audio(
     return resample(audio, native_sr, sample_rate).contiguous(), sample_rate
 
 
-def _as_mono_numpy(audio: Tensor | np.ndarray) -> np.ndarray:
-    """``(T,)`` or ``(1, T)`` -> float32 numpy ``(T,)``."""
+def as_mono_array(audio: Tensor | np.ndarray, dtype: type = np.float32, what: str = "audio") -> np.ndarray:
+    """``(T,)`` or ``(1, T)`` tensor/array -> finite numpy ``(T,)`` of ``dtype``.
+
+    A ``ValueError`` naming ``what`` for any other shape or for NaN/infinite samples.
+    """
     if isinstance(audio, Tensor):
-        audio = audio.detach().to("cpu", torch.float32).numpy()
-    audio = np.asarray(audio, dtype=np.float32)
-    if audio.ndim == 2 and audio.shape[0] == 1:
-        audio = audio[0]
-    if audio.ndim != 1:
-        raise ValueError(f"expected mono audio of shape (T,) or (1, T), got {tuple(audio.shape)}")
-    if not np.isfinite(audio).all():
-        raise ValueError("audio contains NaN or infinite samples; refusing to write it")
-    return audio
+        audio = audio.detach().cpu().numpy()
+    array = np.asarray(audio, dtype=dtype)
+    if array.ndim == 2 and array.shape[0] == 1:
+        array = array[0]
+    if array.ndim != 1:
+        raise ValueError(f"{what} must be mono: 1-D (T,) or (1, T), got shape {tuple(array.shape)}")
+    if not np.isfinite(array).all():
+        raise ValueError(f"{what} contains NaN or infinite samples")
+    return array
 
 
 def _output_format(path: Path, subtype: str) -> tuple[str, str]:
@@ -250,7 +253,7 @@ def save_audio(path: PathLike, audio: Tensor | np.ndarray, sample_rate: int, sub
 
     path = Path(path)
     fmt, subtype = _output_format(path, subtype)
-    data = _as_mono_numpy(audio)
+    data = as_mono_array(audio, what=f"audio for {path}")
     if subtype not in ("FLOAT", "DOUBLE"):
         data = np.clip(data, -1.0, 1.0)
     return write_atomically(

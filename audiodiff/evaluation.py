@@ -64,7 +64,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from audiodiff.audio import AUDIO_SUFFIXES, AudioError, PathLike, load_audio, resample, save_audio
+from audiodiff.audio import AUDIO_SUFFIXES, AudioError, PathLike, as_mono_array, load_audio, resample, save_audio
 from audiodiff.files import write_json  # noqa: F401 - part of this module's API
 from audiodiff.mel import MelConfig, MelSpectrogram, mel_preset as get_mel_preset
 
@@ -208,20 +208,6 @@ def pair_files(ref_dir: PathLike, gen_dir: PathLike) -> Pairing:
 
 
 # ---------------------------------------------------------------- signal helpers
-def _as_array(audio: np.ndarray | Tensor, what: str) -> np.ndarray:
-    """Mono float64 ``(T,)`` from a numpy array or tensor ``(T,)`` / ``(1, T)``."""
-    if isinstance(audio, Tensor):
-        audio = audio.detach().cpu().numpy()
-    array = np.asarray(audio, dtype=np.float64)
-    if array.ndim == 2 and array.shape[0] == 1:
-        array = array[0]
-    if array.ndim != 1:
-        raise ValueError(f"{what} audio must be 1-D (T,), got shape {array.shape}")
-    if not np.isfinite(array).all():
-        raise ValueError(f"{what} audio contains NaN or infinite samples")
-    return array
-
-
 def _to_rate(audio: np.ndarray, sample_rate: int, new_rate: int) -> np.ndarray:
     """Resample ``(T,)`` with torchaudio's windowed sinc (float64 in and out)."""
     if sample_rate == new_rate or audio.size == 0:
@@ -581,7 +567,8 @@ def score_pair(
     Never raises for the audio's content: a metric that cannot be computed is ``None`` plus a note.
     """
     groups, judges = _resolve_groups(metrics), check_judges(judges)
-    ref, gen = _as_array(ref_audio, "reference"), _as_array(gen_audio, "generated")
+    ref = as_mono_array(ref_audio, np.float64, "reference audio")
+    gen = as_mono_array(gen_audio, np.float64, "generated audio")
     score = PairScore()
     ref, gen = _trim(ref, gen, sample_rate, get_mel_preset(mel_preset, sample_rate=sample_rate).hop_length, score.notes)
     if is_silent(ref):
