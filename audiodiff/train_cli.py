@@ -5,16 +5,25 @@ The sample rate and hop length are written once, in the model's mel preset (or t
 (``data.labels``) are linked from the data module into the model. ``--ckpt_path`` resumes a run (step count, optimiser, EMA and all).
 Callbacks (EMA weights, checkpoints) are part of each recipe in ``configs/``; a run without
 an EMA callback is warned that export will write the raw weights.
+
+Checkpoints are written atomically (temporary file, fsync, rename) by
+:class:`~audiodiff.checkpoint_io.AtomicCheckpointIO`, which replaces Lightning's default writer
+whatever the recipe; ``--trainer.plugins`` still takes precision plugins and the like, and a
+``CheckpointIO`` given there is used instead. ``--ckpt_path`` is read with
+``torch.load(weights_only=True)``: a checkpoint that would run code is refused with one line.
 """
 
 from __future__ import annotations
 
 import warnings
-from typing import Sequence
+from typing import Any, Sequence
 
+from pytorch_lightning import Trainer
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
+from audiodiff.checkpoint_io import use_atomic_checkpoints
 from audiodiff.data import AudioDataModule
+from audiodiff.pretrained import ModelFileError
 from audiodiff.training import DiffusionModule, model_hop_length, model_sample_rate
 
 
@@ -32,9 +41,18 @@ class AudioDiffCLI(LightningCLI):
         parser.add_argument("--ckpt_path", type=str | None, default=None,
                             help="resume from this checkpoint (e.g. runs/<run>/checkpoints/last.ckpt)")
 
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        trainer = super().instantiate_trainer(**kwargs)
+        use_atomic_checkpoints(trainer)
+        return trainer
+
 
 def run_training(argv: Sequence[str]) -> AudioDiffCLI:
-    """Parse ``argv`` like ``audiodiff train`` does, then fit. Returns the CLI (trainer, model, data)."""
+    """Parse ``argv`` like ``audiodiff train`` does, then fit. Returns the CLI (trainer, model, data).
+
+    Like the argument parser, exits (:class:`SystemExit`, status 1) with one line on stderr when
+    the ``--ckpt_path`` checkpoint is missing or refused.
+    """
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
     cli = AudioDiffCLI(
         DiffusionModule,
@@ -49,5 +67,9 @@ def run_training(argv: Sequence[str]) -> AudioDiffCLI:
         save_config_kwargs={"overwrite": True},
         parser_kwargs={"prog": "audiodiff train"},
     )
-    cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.get("ckpt_path"))
+    try:
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.get("ckpt_path"),
+                        weights_only=True)
+    except ModelFileError as error:
+        raise SystemExit(f"error: {error}") from None
     return cli
