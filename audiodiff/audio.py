@@ -17,7 +17,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Union
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Union
 
 import numpy as np
 import torch
@@ -39,14 +39,35 @@ AUDIO_SUFFIXES: frozenset[str] = frozenset(
 #: Output formats of :func:`save_audio`, by suffix.
 SAVE_FORMATS: dict[str, str] = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG"}
 
+#: Sample formats (libsndfile subtypes) that reading converts to float32, in words. 16-bit PCM
+#: and 32-bit float are the formats this package works in, and compressed formats are decoded
+#: by their codecs; neither is worth a note.
+CONVERTED_SAMPLE_FORMATS: dict[str, str] = {
+    "PCM_S8": "8-bit", "PCM_U8": "8-bit", "PCM_24": "24-bit", "PCM_32": "32-bit", "DOUBLE": "64-bit float",
+}
+
+
+def display_path(path: PathLike) -> str:
+    """``path`` for messages: a name that is not valid UTF-8 shows its bytes as ``\\xNN``.
+
+    Python keeps such bytes as lone surrogates (``caf\\udce9.wav``), which cannot be printed
+    to a UTF-8 stream; ``b"caf\\xe9.wav"`` shows as ``caf\\xe9.wav``, the bytes as Python writes them.
+    """
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def one_line(text: object) -> str:
+    """``str(text)`` with every run of whitespace (newlines included) folded into one space."""
+    return " ".join(str(text).split())
+
 
 class AudioError(Exception):
     """A file that cannot be used as audio. ``str(err)`` is ``"<path>: <reason>"``."""
 
     def __init__(self, path: PathLike, reason: str) -> None:
         self.path = Path(path)
-        self.reason = " ".join(str(reason).split())  # always one line
-        super().__init__(f"{self.path}: {self.reason}")
+        self.reason = one_line(reason)
+        super().__init__(f"{display_path(self.path)}: {self.reason}")
 
     def __reduce__(self) -> tuple[Any, ...]:  # picklable across DataLoader workers
         return (type(self), (self.path, self.reason))
@@ -60,6 +81,7 @@ class AudioInfo:
     sample_rate: int
     frames: int
     channels: int
+    subtype: str = ""  # libsndfile's sample format, e.g. PCM_16, PCM_24, FLOAT
 
     @property
     def duration(self) -> float:
@@ -67,13 +89,14 @@ class AudioInfo:
         return self.frames / self.sample_rate
 
 
-def _check_path(path: Path) -> None:
-    """Raise :class:`AudioError` for a path that cannot be an audio file before opening it."""
+def check_readable_file(path: Path, what: str = "an audio file") -> None:
+    """Raise :class:`AudioError` for a path that cannot be ``what`` before opening it: missing,
+    a directory, unreadable or empty."""
     if not path.exists():
         reason = "broken symbolic link" if path.is_symlink() else "file not found"
         raise AudioError(path, reason)
     if path.is_dir():
-        raise AudioError(path, "is a directory, not an audio file")
+        raise AudioError(path, f"is a directory, not {what}")
     if not os.access(path, os.R_OK):
         raise AudioError(path, "permission denied")
     if path.stat().st_size == 0:
@@ -95,7 +118,26 @@ def _translate_errors(path: Path) -> Iterator[None]:
         raise AudioError(path, "file not found") from None
     except (sf.SoundFileError, RuntimeError, OSError, ValueError, TypeError) as err:
         detail = getattr(err, "error_string", None) or str(err)  # libsndfile's words, without the path
-        raise AudioError(path, f"not an audio file soundfile can read: {detail}") from err
+        kind = _format_by_magic(path)
+        what = f"damaged or truncated {kind} file" if kind else "not an audio file soundfile can read"
+        raise AudioError(path, f"{what}: {detail}") from err
+
+
+#: How audio files begin, to tell a damaged audio file from a file that is not audio at all.
+FORMAT_MAGIC: dict[bytes, str] = {
+    b"RIFF": "WAV", b"RIFX": "WAV", b"RF64": "WAV", b"fLaC": "FLAC", b"OggS": "Ogg", b"FORM": "AIFF",
+    b"caff": "CAF", b".snd": "AU", b"ID3": "MP3",
+}
+
+
+def _format_by_magic(path: Path) -> str | None:
+    """The format whose magic bytes ``path`` starts with, or ``None``."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(4)
+    except OSError:
+        return None
+    return next((name for magic, name in FORMAT_MAGIC.items() if head.startswith(magic)), None)
 
 
 @contextlib.contextmanager
@@ -103,9 +145,9 @@ def _open(path: Path) -> Iterator["soundfile.SoundFile"]:
     """Open ``path`` for reading; any failure is an :class:`AudioError`."""
     import soundfile as sf
 
-    _check_path(path)
+    check_readable_file(path)
     with _translate_errors(path):
-        handle = sf.SoundFile(str(path))
+        handle = sf.SoundFile(os.fsencode(path))  # bytes: names that are not UTF-8 open too
     try:
         with _translate_errors(path):
             yield handle
@@ -118,7 +160,7 @@ def audio_info(path: PathLike) -> AudioInfo:
     path = Path(path)
     with _open(path) as f:
         info = AudioInfo(path=path, sample_rate=int(f.samplerate), frames=int(f.frames),
-                         channels=int(f.channels))
+                         channels=int(f.channels), subtype=str(f.subtype))
     if info.frames <= 0:
         raise AudioError(path, "contains no audio frames")
     return info
@@ -172,12 +214,39 @@ def resample(audio: Tensor, orig_sr: int, new_sr: int) -> Tensor:
     return AF.resample(audio, int(orig_sr), int(new_sr))
 
 
+def describe_conversion(info: AudioInfo, sample_rate: int | None, peak: float = 0.0) -> str | None:
+    """What reading ``info``'s file at ``sample_rate`` changes, in words; ``None`` if nothing.
+
+    E.g. ``"24-bit stereo 48000 Hz -> float32 mono 22050 Hz"``; a ``peak`` (of the mono
+    downmix) beyond full scale adds ``"; peak 3.00 beyond full scale (1.0): used as is"``.
+    """
+    source, target = [], []
+    if info.subtype in CONVERTED_SAMPLE_FORMATS:
+        source.append(CONVERTED_SAMPLE_FORMATS[info.subtype])
+        target.append("float32")
+    if info.channels != 1:
+        source.append("stereo" if info.channels == 2 else f"{info.channels} channels")
+        target.append("mono")
+    if sample_rate is not None and sample_rate != info.sample_rate:
+        source.append(f"{info.sample_rate} Hz")
+        target.append(f"{sample_rate} Hz")
+    parts = [f"{' '.join(source)} -> {' '.join(target)}"] if source else []
+    if peak > 1.0:
+        # Used as is, neither clipped nor scaled: float formats hold such values on purpose
+        # (headroom), clipping would distort the signal and scaling would change the level the
+        # file was made at; the mel front end takes any amplitude (a louder input only shifts
+        # the log-mel), and only writing 16-bit PCM clips, as it must.
+        parts.append(f"peak {peak:.2f} beyond full scale (1.0): used as is")
+    return "; ".join(parts) or None
+
+
 def load_audio(
     path: PathLike,
     sample_rate: int | None = None,
     *,
     start_seconds: float | None = None,
     duration_seconds: float | None = None,
+    on_conversion: Callable[[str], None] | None = None,
 ) -> tuple[Tensor, int]:
     """Read ``path`` as mono float32 audio ``(T,)``, resampled to ``sample_rate`` if given.
 
@@ -186,6 +255,8 @@ def load_audio(
     ``round(seconds * file_rate)`` frames) select a slice that is read by seeking, so a crop of a
     long file decodes only the crop; like a Python slice, a range past the end is cut short.
     Resampling happens after the slice is read, so its first sample is the slice's first sample.
+    ``on_conversion`` is called once with :func:`describe_conversion`'s words when reading
+    changed the file's channels, rate or sample format, or found a float peak beyond 1.
 
     Raises :class:`AudioError` for a missing, unreadable, empty or corrupt file, a file without
     frames, or one with NaN/Inf samples.
@@ -199,16 +270,20 @@ def load_audio(
     path = Path(path)
     with _open(path) as f:
         start, count = _frame_range(f, path, start_seconds, duration_seconds)
-        native_sr = int(f.samplerate)
+        info = AudioInfo(path, int(f.samplerate), int(f.frames), int(f.channels), str(f.subtype))
         if start > 0:
             f.seek(start)
         data = f.read(count, dtype="float32", always_2d=True)
     if not np.isfinite(data).all():
         raise AudioError(path, "contains NaN or infinite samples")
     audio = torch.from_numpy(np.ascontiguousarray(data.mean(axis=1, dtype=np.float32)))
+    if on_conversion is not None:
+        note = describe_conversion(info, sample_rate, float(audio.abs().max()) if audio.numel() else 0.0)
+        if note:
+            on_conversion(note)
     if sample_rate is None or audio.numel() == 0:
-        return audio, sample_rate or native_sr
-    return resample(audio, native_sr, sample_rate).contiguous(), sample_rate
+        return audio, sample_rate or info.sample_rate
+    return resample(audio, info.sample_rate, sample_rate).contiguous(), sample_rate
 
 
 def as_mono_array(audio: Tensor | np.ndarray, dtype: type = np.float32, what: str = "audio") -> np.ndarray:
@@ -256,8 +331,8 @@ def save_audio(path: PathLike, audio: Tensor | np.ndarray, sample_rate: int, sub
     data = as_mono_array(audio, what=f"audio for {path}")
     if subtype not in ("FLOAT", "DOUBLE"):
         data = np.clip(data, -1.0, 1.0)
-    return write_atomically(
-        path, lambda tmp: sf.write(str(tmp), data, int(sample_rate), subtype=subtype, format=fmt)
+    return write_atomically(  # a bytes name, so that names that are not UTF-8 work too
+        path, lambda tmp: sf.write(os.fsencode(tmp), data, int(sample_rate), subtype=subtype, format=fmt)
     )
 
 

@@ -24,7 +24,7 @@ from pytorch_lightning.plugins.io import TorchCheckpointIO
 from pytorch_lightning.plugins.io.wrapper import _WrappingCheckpointIO
 
 from audiodiff.files import write_atomically
-from audiodiff.pretrained import _load_weights_only
+from audiodiff.pretrained import load_weights_only
 
 #: What :func:`write_atomically` names the temporary of a checkpoint ``<name>.ckpt``.
 STALE_TEMPORARIES = ".*.ckpt.*.tmp"
@@ -58,7 +58,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         """
         if weights_only is False or _is_remote(path):
             return super().load_checkpoint(path, weights_only=weights_only is not False)
-        return _load_weights_only(path)
+        return load_weights_only(path)
 
     def _sweep_once(self, folder: Path) -> None:
         """Delete checkpoint temporaries in ``folder`` left by a killed run (once per folder)."""

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Sequence
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report Ctrl-C
 
 log = logging.getLogger("audiodiff")
 
@@ -51,6 +52,7 @@ def cmd_vocode(args: argparse.Namespace) -> int:
     from audiodiff.audio import save_audio
     from audiodiff.vocoding import batches, load_inputs, vocode_batch
 
+    chunk_seconds = _chunk_seconds(args.chunk_seconds)
     if args.threads:
         torch.set_num_threads(args.threads)
     model = _load_model(args.model, _resolve_device(args.device))
@@ -60,7 +62,7 @@ def cmd_vocode(args: argparse.Namespace) -> int:
 
     def report(error: Exception) -> None:
         failures.append(str(error))
-        print(f"error: {error}", file=sys.stderr)
+        _report_input_error(Path(error.path), error)
 
     items = load_inputs(args.inputs, model, report)
     out_dir = Path(args.out)
@@ -73,22 +75,32 @@ def cmd_vocode(args: argparse.Namespace) -> int:
     try:
         for group in batches(items, args.batch_size, max_frames):
             waves = vocode_batch(model, group, sampler=args.sampler, steps=args.steps, seed=args.seed,
+                                 chunk_seconds=chunk_seconds,
                                  callback=lambda i, n, g=len(group): bar.update(g))
             for (_, item), wave in zip(group, waves):
                 target = out_dir / f"{item.name}.wav"
                 save_audio(target, wave, model.sample_rate)
                 written += 1
                 if not args.quiet:
-                    tqdm.write(f"wrote {target} ({wave.shape[-1] / model.sample_rate:.2f} s)")
+                    tqdm.write(f"wrote {_shown(target)} ({wave.shape[-1] / model.sample_rate:.2f} s)")
     except KeyboardInterrupt:
         bar.close()
         print(f"interrupted: {written} file(s) finished in {out_dir}", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     bar.close()
     if failures:
         print(f"{len(failures)} input(s) failed, {written} written to {out_dir}", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
+
+
+def _chunk_seconds(value: float | None) -> float | str | None:
+    """``--chunk-seconds`` as :meth:`AudioDiffusion.vocode` takes it: ``None`` -> "auto", 0 -> never."""
+    if value is None:
+        return "auto"
+    if value < 0:
+        raise CommandError(f"--chunk-seconds must be positive (or 0 to never chunk), got {value:g}", EXIT_USAGE)
+    return value or None
 
 
 # ---------------------------------------------------------------- generate
@@ -134,7 +146,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         bar.close()
         print(f"interrupted: {len(done)} file(s) finished in {out_dir}", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     bar.close()
     if args.sheet:
         tag = labels[0] if len(labels) == 1 and labels[0] else ("all" if labels[0] else "sample")
@@ -183,7 +195,8 @@ def _score_folders(args: argparse.Namespace, ref_dir, gen_dir, sample_rate: int,
 
     pairing = pair_files(ref_dir, gen_dir)
     result = evaluate_pairs(pairing, sample_rate, mel_preset=mel_preset, judges=args.judges or (),
-                            metrics=args.metrics, align=args.align, progress=not args.quiet)
+                            metrics=args.metrics, align=args.align, progress=not args.quiet,
+                            on_error=lambda line: print(f"error: {line}", file=sys.stderr))
     print(f"\n{title} ({len(pairing.pairs)} pairs, {sample_rate} Hz, mel L1 in the {mel_preset} preset)")
     print(result.table())
     return result
@@ -218,6 +231,8 @@ def _eval_model(args: argparse.Namespace) -> int:
     report = resynthesise_folder(model, args.data, out, sampler=args.sampler, steps=args.steps, seed=args.seed,
                                  include_griffin_lim=not args.no_griffin_lim, progress=not args.quiet,
                                  on_error=lambda line: print(f"error: {line}", file=sys.stderr))
+    for note in report.notes:
+        print(f"note: {note}")
     print(f"resynthesised {len(report.written)} file(s) into {out} ({len(report.skipped)} already there, "
           f"{len(report.errors)} failed)")
     if not report.written and not report.skipped:
@@ -256,9 +271,7 @@ def _floor_comparison(model_result, floor_result) -> str:
 
 # --------------------------------------------------------------------- mel
 def cmd_mel(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from audiodiff.audio import AudioError, load_audio
+    from audiodiff.audio import AudioError
     from audiodiff.mel import MelSpectrogram, mel_preset
 
     overrides = {k: v for k, v in {
@@ -277,18 +290,52 @@ def cmd_mel(args: argparse.Namespace) -> int:
         path = Path(raw)
         target = Path(args.output) if args.output else Path(args.out) / f"{path.stem}.npy"
         try:
-            audio, _ = load_audio(path, config.sample_rate)
-            if audio.shape[-1] < config.n_fft:
-                raise AudioError(path, f"too short for one {config.n_fft}-sample STFT window")
-            mel = frontend(audio)[0].numpy().astype(np.float32)
+            mel = _mel_of_file(path, frontend)
         except (AudioError, ValueError) as error:
-            print(f"error: {error}", file=sys.stderr)
+            _report_input_error(path, error)
             failures += 1
             continue
         _save_npy_atomic(target, mel)
         if not args.quiet:
-            print(f"wrote {target} {mel.shape} ({config.preset} preset)")
+            print(f"wrote {_shown(target)} {mel.shape} ({config.preset} preset)")
+    if failures:
+        print(f"{failures} input(s) failed, {len(args.inputs) - failures} written", file=sys.stderr)
     return EXIT_FAILED if failures else EXIT_OK
+
+
+def _mel_of_file(path: Path, frontend):
+    """The mel ``(n_mels, frames)`` float32 numpy array of the audio file ``path``.
+
+    The audio is read at the front end's rate (a conversion is mentioned in one log line);
+    an :class:`~audiodiff.audio.AudioError` for a bad or too short file.
+    """
+    import numpy as np
+
+    from audiodiff.audio import AudioError, load_audio
+
+    config = frontend.config
+    audio, _ = load_audio(path, config.sample_rate, on_conversion=lambda note: log.info("%s: %s", _shown(path), note))
+    if audio.shape[-1] < config.n_fft:
+        raise AudioError(path, f"too short ({audio.shape[-1]} samples at {config.sample_rate} Hz) for one "
+                               f"{config.n_fft}-sample STFT window")
+    return frontend(audio)[0].numpy().astype(np.float32)
+
+
+def _report_input_error(path: Path, error: Exception) -> None:
+    """Print one ``error: <path>: <reason>`` line (the traceback too, as a debug log, with --verbose)."""
+    from audiodiff.audio import AudioError, one_line
+    from audiodiff.vocoding import InputError
+
+    line = str(error) if isinstance(error, (AudioError, InputError)) else f"{_shown(path)}: {one_line(error)}"
+    print(f"error: {line}", file=sys.stderr)
+    log.debug("traceback of the error above", exc_info=error)
+
+
+def _shown(path) -> str:
+    """``path`` as messages show it (see :func:`audiodiff.audio.display_path`)."""
+    from audiodiff.audio import display_path
+
+    return display_path(path)
 
 
 def _save_npy_atomic(path: Path, array) -> None:
@@ -393,6 +440,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=8, help="inputs vocoded together (default 8)")
     p.add_argument("--max-batch-gb", type=float, default=2.0,
                    help="memory for a batch's cached mel conditioning; longer inputs go alone (default 2)")
+    p.add_argument("--chunk-seconds", type=float, default=None,
+                   help="synthesise longer inputs in overlapping chunks of this length: the same audio in "
+                        "bounded memory (default: 2 on a CPU, 30 on a GPU; 0: never chunk)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     p.add_argument("--quiet", "-q", action="store_true")
     _add_sampling_args(p)
@@ -482,8 +532,17 @@ def _one_line_errors() -> tuple[type[BaseException], ...]:
     return (CommandError, ModelFileError, AudioError, InputError, FileNotFoundError, ValueError)
 
 
+def _printable_file_names() -> None:
+    """Let stdout and stderr print any file name: one that is not UTF-8 (which Python holds as
+    lone surrogates) is written with backslash escapes instead of raising UnicodeEncodeError."""
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure") and getattr(stream, "errors", None) == "strict":
+            stream.reconfigure(errors="backslashreplace")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    _printable_file_names()
     if argv and argv[0] == "train":
         return cmd_train(argv[1:])
     parser = build_parser()
@@ -498,6 +557,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"error: {error}", file=sys.stderr)
         return getattr(error, "code", EXIT_FAILED)
+    except KeyboardInterrupt:  # outside a job's own handler (loading, export): nothing half-written
+        if args.verbose:
+            raise
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -35,12 +35,15 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from .audio import AUDIO_SUFFIXES, AudioError, PathLike, audio_info, load_audio, peak_amplitude, samples_at_rate
-from .files import write_text
+from .audio import (
+    AUDIO_SUFFIXES, CONVERTED_SAMPLE_FORMATS, AudioError, PathLike, audio_info, display_path, load_audio,
+    peak_amplitude, samples_at_rate,
+)
+from .files import write_atomically
 
 log = logging.getLogger("audiodiff.data")
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: FileCheck.subtype
 #: Show a progress bar when more files than this need checking.
 PROGRESS_MIN_FILES = 50
 #: Native-rate frames read on each side of a crop that is resampled, so the resampling filter
@@ -166,6 +169,7 @@ class FileCheck:
     channels: int = 0
     peak: float = 0.0
     error: str | None = None
+    subtype: str = ""
 
 
 @dataclass(frozen=True)
@@ -198,12 +202,14 @@ SKIP_CATEGORIES = ("unreadable", "silent", "too short")
 
 @dataclass(frozen=True)
 class ScanResult:
-    """Outcome of :func:`scan_files`; ``report_path`` lists the skipped files, if any."""
+    """Outcome of :func:`scan_files`; ``report_path`` lists the skipped files, if any;
+    ``conversions`` says in one line what reading the usable files converts (or is ``None``)."""
 
     source: str
     usable: tuple[AudioFile, ...]
     skipped: tuple[SkippedFile, ...]
     report_path: Path | None = None
+    conversions: str | None = None
 
     def summary(self) -> str:
         counts = Counter(s.category for s in self.skipped)
@@ -228,7 +234,7 @@ def _probe_file(path: Path) -> FileCheck:
     except AudioError as err:
         return FileCheck(size=size, mtime_ns=mtime_ns, error=err.reason)
     return FileCheck(size=size, mtime_ns=mtime_ns, sample_rate=info.sample_rate, frames=frames,
-                     channels=info.channels, peak=peak)
+                     channels=info.channels, peak=peak, subtype=info.subtype)
 
 
 def classify(check: FileCheck, min_seconds: float, silence_threshold: float) -> tuple[str, str] | None:
@@ -241,6 +247,24 @@ def classify(check: FileCheck, min_seconds: float, silence_threshold: float) -> 
     if check.peak < silence_threshold:
         return "silent", f"peak amplitude {check.peak:.3g} is below silence_threshold={silence_threshold:g}"
     return None
+
+
+def describe_conversions(checks: Sequence[FileCheck], sample_rate: int) -> str | None:
+    """One line on what reading the (usable) ``checks``' files at ``sample_rate`` converts, e.g.
+    ``"3 files resampled from 44100 Hz to 22050 Hz, 1 file downmixed to mono"``; ``None`` if nothing."""
+    rates = Counter(c.sample_rate for c in checks if c.sample_rate != sample_rate)
+    formats = Counter(CONVERTED_SAMPLE_FORMATS[c.subtype] for c in checks if c.subtype in CONVERTED_SAMPLE_FORMATS)
+    parts = [f"{_files(n)} resampled from {rate} Hz to {sample_rate} Hz" for rate, n in sorted(rates.items())]
+    parts += [f"{_files(n)} of {kind} samples read as float32" for kind, n in sorted(formats.items())]
+    if downmixed := sum(c.channels > 1 for c in checks):
+        parts.append(f"{_files(downmixed)} downmixed to mono")
+    if loud := sum(c.peak > 1.0 for c in checks):  # used as is: see audiodiff.audio.describe_conversion
+        parts.append(f"{_files(loud)} with peaks beyond full scale (1.0) used as is")
+    return ", ".join(parts) or None
+
+
+def _files(n: int) -> str:
+    return f"{n} file" if n == 1 else f"{n} files"
 
 
 def _read_cache(path: Path | None) -> dict[str, dict[str, Any]]:
@@ -258,9 +282,12 @@ def _read_cache(path: Path | None) -> dict[str, dict[str, Any]]:
 
 
 def _write_atomic(path: Path, text: str) -> bool:
-    """Write ``text`` to ``path`` via a temporary file and :func:`os.replace`; False on failure."""
+    """Write ``text`` to ``path`` via a temporary file and :func:`os.replace`; False on failure.
+
+    UTF-8, except that file names that are not UTF-8 are written as their own bytes.
+    """
     try:
-        write_text(path, text)
+        write_atomically(path, lambda tmp: tmp.write_bytes(text.encode("utf-8", "surrogateescape")))
         return True
     except OSError as err:
         log.warning("could not write %s (%s); the scan will not be cached", path, err)
@@ -316,14 +343,16 @@ def scan_files(
     min_seconds: float,
     silence_threshold: float,
     progress: bool = True,
+    sample_rate: int | None = None,
 ) -> ScanResult:
     """Check every file of ``paths`` (absolute) and sort them into usable and skipped.
 
     Results are cached in ``cache_dir/scan-<sha1(source)>.json`` with each file's size and
     mtime, so only new or changed files are decoded again. Thresholds are applied after the
-    cache, so changing them needs no re-scan. Names are paths relative to ``base``.
+    cache, so changing them needs no re-scan. Names are paths relative to ``base``. With
+    ``sample_rate``, ``conversions`` says what reading the usable files at that rate converts.
     """
-    key = hashlib.sha1(source.encode()).hexdigest()[:16]
+    key = hashlib.sha1(source.encode("utf-8", "surrogateescape")).hexdigest()[:16]
     cache_path = cache_dir / f"scan-{key}.json" if cache_dir is not None else None
     cache = _read_cache(cache_path)
     checks, changed = _check_all(paths, cache, progress)
@@ -332,18 +361,22 @@ def scan_files(
         _write_atomic(cache_path, json.dumps({"version": CACHE_VERSION, "source": source, "files": entries}))
     usable: list[AudioFile] = []
     skipped: list[SkippedFile] = []
+    converted: list[FileCheck] = []
     for path, check in zip(paths, checks):
         verdict = classify(check, min_seconds, silence_threshold)
         if verdict is None:
             usable.append(AudioFile(path, _relative_name(path, base), check.sample_rate, check.frames))
+            converted.append(check)
         else:
             skipped.append(SkippedFile(path, *verdict))
+    conversions = describe_conversions(converted, sample_rate) if sample_rate is not None else None
     report = None
     if skipped and cache_path is not None:
         report = cache_path.with_suffix(".skipped.tsv")
         lines = "".join(f"{s.path}\t{s.category}\t{s.reason}\n" for s in skipped)
         report = report if _write_atomic(report, "path\tcategory\treason\n" + lines) else None
-    return ScanResult(source=source, usable=tuple(usable), skipped=tuple(skipped), report_path=report)
+    return ScanResult(source=source, usable=tuple(usable), skipped=tuple(skipped), report_path=report,
+                      conversions=conversions)
 
 
 def split_validation(files: Sequence[AudioFile], val_files: int) -> tuple[list[AudioFile], list[AudioFile]]:
@@ -358,7 +391,7 @@ def split_validation(files: Sequence[AudioFile], val_files: int) -> tuple[list[A
     if len(files) == 1:
         return list(files), (list(files) if val_files > 0 else [])
     n_val = max(0, min(val_files, len(files) - 1))
-    ranked = sorted(files, key=lambda f: (hashlib.sha1(f.name.encode()).hexdigest(), f.name))
+    ranked = sorted(files, key=lambda f: (hashlib.sha1(f.name.encode("utf-8", "surrogateescape")).hexdigest(), f.name))
     held_out = set(ranked[:n_val])
     return [f for f in files if f not in held_out], [f for f in files if f in held_out]
 
@@ -697,14 +730,16 @@ class AudioDataModule(pl.LightningDataModule):
         verbose = self._is_global_zero()
         result = scan_files(files, base=base, source=self.source, cache_dir=self.cache_dir,
                             min_seconds=self.min_seconds, silence_threshold=self.silence_threshold,
-                            progress=verbose)
+                            progress=verbose, sample_rate=self.sample_rate)
         if labels is not None:
             result = self._attach_labels(result, labels, verbose)
         if verbose:
             for skipped in result.skipped:
-                log.warning("skipping %s: %s (%s)", skipped.path, skipped.category, skipped.reason)
+                log.warning("skipping %s: %s (%s)", display_path(skipped.path), skipped.category, skipped.reason)
             log.info(result.summary())
             print(result.summary(), flush=True)
+            if result.conversions:
+                print(f"converted on reading: {result.conversions}", flush=True)
         if not result.usable:
             raise RuntimeError(f"no usable audio in {self.source}: {result.summary()}")
         self.scan_result = result

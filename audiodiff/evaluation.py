@@ -64,7 +64,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from audiodiff.audio import AUDIO_SUFFIXES, AudioError, PathLike, as_mono_array, load_audio, resample, save_audio
+from audiodiff.audio import (
+    AUDIO_SUFFIXES, AudioError, PathLike, as_mono_array, display_path, load_audio, one_line, resample, save_audio,
+)
 from audiodiff.files import write_json  # noqa: F401 - part of this module's API
 from audiodiff.mel import MelConfig, MelSpectrogram, mel_preset as get_mel_preset
 
@@ -724,6 +726,7 @@ class EvalResult:
 
 
 def _short(name: str, limit: int = 40) -> str:
+    name = display_path(name)
     return name if len(name) <= limit else "..." + name[-(limit - 3):]
 
 
@@ -746,7 +749,7 @@ def _grouped_notes(files: Sequence[FileResult]) -> list[str]:
     by_text: dict[str, list[str]] = {}
     for f in files:
         for note in f.score.notes if f.score else []:
-            by_text.setdefault(note, []).append(f.name)
+            by_text.setdefault(note, []).append(display_path(f.name))
     return [
         f"note: {names[0]}: {text}" if len(names) == 1 else f"note: {len(names)} files ({_listing(names, 5)}): {text}"
         for text, names in by_text.items()
@@ -780,7 +783,8 @@ def evaluate_pairs(
 
     Files are read with :func:`audiodiff.audio.load_audio` (downmixed, resampled). A file that
     cannot be read (or scored) becomes one error line in its row, also passed to ``on_error``;
-    the other pairs go on. ``progress`` shows a tqdm bar on stderr.
+    the other pairs go on. A file that reading converts (another rate, stereo, 24-bit, a float
+    peak beyond 1) gets a note saying so. ``progress`` shows a tqdm bar on stderr.
     """
     from tqdm import tqdm
 
@@ -790,15 +794,17 @@ def evaluate_pairs(
                         missing_ref=list(pairing.missing_ref))
     for name, ref_path, gen_path in tqdm(pairing.pairs, desc="scoring", unit="file", disable=not progress):
         row = FileResult(name=name, reference=ref_path, generated=gen_path)
+        notes: list[str] = []
         try:
-            ref, _ = load_audio(ref_path, sample_rate)
-            gen, _ = load_audio(gen_path, sample_rate)
+            ref, _ = load_audio(ref_path, sample_rate, on_conversion=lambda note: notes.append(f"reference: {note}"))
+            gen, _ = load_audio(gen_path, sample_rate, on_conversion=lambda note: notes.append(f"generated: {note}"))
             row.score = score_pair(ref, gen, sample_rate, mel_preset=mel_preset, judges=judges,
                                    metrics=metrics, align=align)
+            row.score.notes[:0] = notes
         except AudioError as error:
             row.error = str(error)
         except Exception as error:  # noqa: BLE001 - one bad pair must not end a long evaluation
-            row.error = f"{name}: {type(error).__name__}: {' '.join(str(error).split())}"
+            row.error = f"{display_path(name)}: {type(error).__name__}: {one_line(error)}"
         if row.error and on_error is not None:
             on_error(row.error)
         result.files.append(row)
@@ -855,12 +861,14 @@ def griffin_lim(mel: Tensor | np.ndarray, mel_config: MelConfig, n_iter: int = 6
 # ---------------------------------------------------------------- resynthesis
 @dataclass
 class ResynthesisReport:
-    """What :func:`resynthesise_folder` did; ``errors`` holds one ``"<path>: <reason>"`` line per bad file."""
+    """What :func:`resynthesise_folder` did; ``errors`` holds one ``"<path>: <reason>"`` line per bad
+    file, ``notes`` one ``"<path>: <conversion>"`` line per file that reading converted."""
 
     out_dir: Path
     written: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def reference_dir(self) -> Path:
@@ -919,11 +927,12 @@ def resynthesise_folder(
             report.skipped.append(name)
             continue
         try:
-            _resynthesise_one(model, path, todo, sampler=sampler, steps=steps, seed=seed + k, iters=griffin_lim_iters)
+            _resynthesise_one(model, path, todo, sampler=sampler, steps=steps, seed=seed + k, iters=griffin_lim_iters,
+                              on_conversion=lambda note, path=path: report.notes.append(f"{display_path(path)}: {note}"))
         except AudioError as error:
             report.errors.append(str(error))
         except ValueError as error:
-            report.errors.append(f"{path}: {' '.join(str(error).split())}")
+            report.errors.append(f"{display_path(path)}: {one_line(error)}")
         else:
             report.written.append(name)
             continue
@@ -934,14 +943,15 @@ def resynthesise_folder(
 
 def _resynthesise_one(
     model: "AudioDiffusion", path: Path, todo: dict[str, Path], *,
-    sampler: str, steps: int | None, seed: int, iters: int,
+    sampler: str, steps: int | None, seed: int, iters: int, on_conversion: Callable[[str], None] | None = None,
 ) -> None:
     """Write the outputs in ``todo`` (kind -> path) for the audio file ``path``."""
     config = model.config.mel
     assert config is not None
-    audio, _ = load_audio(path, model.sample_rate)
-    if audio.shape[-1] < max(2 * model.hop_length, config.n_fft):
-        raise ValueError(f"audio is too short ({audio.shape[-1]} samples) to compute a mel")
+    audio, _ = load_audio(path, model.sample_rate, on_conversion=on_conversion)
+    if audio.shape[-1] < (needed := max(2 * model.hop_length, config.n_fft)):
+        raise ValueError(f"audio is too short ({audio.shape[-1]} samples at {model.sample_rate} Hz) to compute a mel; "
+                         f"it needs at least {needed}")
     with torch.inference_mode():
         mel = model.mel(audio).cpu()
     frames = mel.shape[-1]

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from audiodiff.chunking import chunk_frames_for, chunked_eps_fn, default_chunk_seconds
 from audiodiff.files import write_atomically
 from audiodiff.diffusion.sampling import EpsFn, classifier_free_guidance, sample_ancestral
 from audiodiff.diffusion.schedule import NoiseSchedule, ScheduleConfig, sigmas_from_betas
@@ -201,11 +202,14 @@ class AudioDiffusion(nn.Module):
         """A noise predictor ``(x (B, T), sigma) -> eps (B, T)`` for the samplers."""
 
         def predict(x: Tensor, sigma: float) -> Tensor:
-            step = float(self.schedule.step_for_sigma([sigma])[0])
-            steps = torch.full((x.shape[0],), step, device=x.device, dtype=torch.float32)
-            return self.network.denoise(x, steps, conditioning)
+            return self.network.denoise(x, self.steps_for(x, sigma), conditioning)
 
         return predict
+
+    def steps_for(self, x: Tensor, sigma: float) -> Tensor:
+        """The (fractional) training step of noise level ``sigma``, once per row of ``x``: ``(B,)``."""
+        step = float(self.schedule.step_for_sigma([sigma])[0])
+        return torch.full((x.shape[0],), step, device=x.device, dtype=torch.float32)
 
     @torch.inference_mode()
     def sample(
@@ -224,6 +228,14 @@ class AudioDiffusion(nn.Module):
         With ``guidance``, ``conditioning`` is for ``2B`` rows (the classes, then the null
         class) and each step combines the two predictions (classifier-free guidance).
         """
+        eps_fn = self.eps_fn(conditioning)
+        if guidance is not None:
+            eps_fn = classifier_free_guidance(eps_fn, guidance)
+        return self._run_sampler(eps_fn, shape, sampler=sampler, steps=steps, seed=seed, callback=callback)
+
+    def _run_sampler(self, eps_fn: EpsFn, shape: tuple[int, int], *, sampler: str, steps: int | None,
+                     seed: Seed, callback: Callable[[int, int], None] | None) -> Tensor:
+        """``sampler`` from seeded standard normal noise of ``shape`` ``(B, T)`` with ``eps_fn``; ``(B, T)``."""
         sigmas = self.sigmas(sampler, steps)
         generators = _row_generators(seed, shape[0])
         noise = _randn_rows(shape, generators, self.device)
@@ -231,9 +243,6 @@ class AudioDiffusion(nn.Module):
         def fresh_noise(like: Tensor) -> Tensor:
             return _randn_rows(like.shape, generators, like.device)
 
-        eps_fn = self.eps_fn(conditioning)
-        if guidance is not None:
-            eps_fn = classifier_free_guidance(eps_fn, guidance)
         return sample_ancestral(eps_fn, noise, sigmas, noise_fn=fresh_noise, callback=callback)
 
     def vocode(
@@ -245,20 +254,36 @@ class AudioDiffusion(nn.Module):
         seed: Seed = None,
         callback: Callable[[int, int], None] | None = None,
         conditioning_budget: int = DEFAULT_CONDITIONING_BUDGET,
+        chunk_seconds: float | str | None = "auto",
     ) -> Tensor:
         """Mel ``(B, n_mels, frames)`` or ``(n_mels, frames)`` -> audio ``(B, frames * hop)``.
 
-        The mel conditioning is computed once; its per-block projections are cached while they
-        fit ``conditioning_budget`` bytes (base: about 15 kB per output sample), else recomputed
-        at each step. An int ``seed`` gives batch row ``k`` the seed ``seed + k`` (a list gives one seed per
-        row): the same seed gives the same audio, on any device.
+        A ``(frames, n_mels)`` mel (a TTS's layout) is transposed; one with another bin count, an
+        integer dtype, no frames or NaN/Inf values is refused with a ``ValueError``.
+
+        A mel up to ``chunk_seconds`` long is conditioned once; its per-block projections are
+        cached while they fit ``conditioning_budget`` bytes (base: about 15 kB per output
+        sample), else recomputed at each step. A longer one is synthesised in chunks of
+        ``chunk_seconds`` with overlapping windows (:mod:`audiodiff.chunking`): the same audio up
+        to float rounding, in memory that grows by a few ``(B, T)`` float buffers rather than by
+        kilobytes per sample. ``"auto"`` is 2 s on a CPU (faster than one piece there) and 30 s
+        on a GPU; ``None`` never chunks. An int ``seed`` gives batch row ``k`` the seed
+        ``seed + k`` (a list gives one seed per row): the same seed gives the same audio, on any device.
         """
         if self.mel_frontend is None:
             raise ValueError("this model is unconditional; use generate()")
-        if mel.dim() == 2:
-            mel = mel.unsqueeze(0)
-        mel = mel.to(self.device, torch.float32)
+        from audiodiff.vocoding import orient_mel  # vocoding imports this module
+
+        mel = orient_mel(mel, self.config.denoiser.n_mels, "mel").to(self.device)
         shape = (mel.shape[0], mel.shape[-1] * self.hop_length)
+        if chunk_seconds == "auto":
+            chunk_seconds = default_chunk_seconds(self.device)
+        chunk_frames = None if chunk_seconds is None else chunk_frames_for(chunk_seconds, self.sample_rate,
+                                                                           self.hop_length)
+        if chunk_frames is not None and mel.shape[-1] > chunk_frames:
+            eps_fn = chunked_eps_fn(self.network, mel, self.steps_for, chunk_frames)
+            with torch.inference_mode():
+                return self._run_sampler(eps_fn, shape, sampler=sampler, steps=steps, seed=seed, callback=callback)
         cache = self.network.conditioning_bytes(*shape) <= conditioning_budget
         with torch.inference_mode():
             conditioning = self.network.condition(mel, cache_projections=cache)
@@ -342,23 +367,15 @@ class AudioDiffusion(nn.Module):
 
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     """The config dict stored in a model file, after checking its format and version."""
-    from safetensors import SafetensorError, safe_open
-
     path = Path(path)
-    if not path.is_file():
-        raise ModelFileError(path, "no such model file")
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
-    except (SafetensorError, OSError, ValueError) as error:
-        raise ModelFileError(path, f"not a safetensors model file ({error})") from None
-    if metadata.get("format") != FORMAT_NAME:
+    metadata = _read_safetensors_header(path).get("__metadata__") or {}
+    if not isinstance(metadata, dict) or metadata.get("format") != FORMAT_NAME:
         raise ModelFileError(path, "a safetensors file, but not an audiodiff model (no audiodiff metadata)")
     try:
         version = int(metadata.get("format_version", "0"))
         config = json.loads(metadata["config"])
     except (KeyError, ValueError) as error:
-        raise ModelFileError(path, f"damaged audiodiff metadata ({type(error).__name__}: {error})") from None
+        raise ModelFileError(path, f"damaged audiodiff metadata ({type(error).__name__}: {_first_line(error)})") from None
     if version > FORMAT_VERSION:
         raise ModelFileError(
             path, f"format version {version} is newer than this audiodiff reads ({FORMAT_VERSION}); upgrade audiodiff"
@@ -368,14 +385,75 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     return config
 
 
+#: safetensors refuses headers larger than this; a larger length means the file is something else.
+MAX_HEADER_BYTES = 100_000_000
+
+
+def _check_model_file(path: Path) -> int:
+    """The size of the model file ``path``; a :class:`ModelFileError` for a path that cannot be one."""
+    if not path.exists():
+        raise ModelFileError(path, "no such model file")
+    if path.is_dir():
+        raise ModelFileError(path, "is a directory, not a model file")
+    if not os.access(path, os.R_OK):
+        raise ModelFileError(path, "permission denied")
+    size = path.stat().st_size
+    if size == 0:
+        raise ModelFileError(path, "empty file (0 bytes)")
+    return size
+
+
+def _read_safetensors_header(path: Path) -> dict[str, Any]:
+    """The JSON header of a safetensors file (tensor entries and ``__metadata__``), checked
+    against the file's size, so a truncated file is called truncated.
+
+    Read with Python's ``open``, so names that are not UTF-8 work (safetensors refuses them).
+    """
+    size = _check_model_file(path)
+    not_safetensors = "not a safetensors model file"
+    with open(path, "rb") as handle:
+        length = int.from_bytes(handle.read(8), "little")
+        if size < 8 or length > MAX_HEADER_BYTES:
+            raise ModelFileError(path, f"{not_safetensors} (no safetensors header)")
+        if 8 + length > size:
+            raise ModelFileError(path, f"truncated: {size} bytes, but its header alone takes {8 + length}; "
+                                       "copy or download it again")
+        try:
+            header = json.loads(handle.read(length))
+        except ValueError:
+            header = None
+    if not isinstance(header, dict):
+        raise ModelFileError(path, f"{not_safetensors} (its header is not a JSON object)")
+    expected = 8 + length + _data_bytes(header)
+    if expected > size:
+        raise ModelFileError(path, f"truncated: {size} of {expected} bytes; copy or download it again")
+    return header
+
+
+def _data_bytes(header: dict[str, Any]) -> int:
+    """Bytes of tensor data a safetensors header describes: the largest end offset."""
+    ends = [entry.get("data_offsets") for key, entry in header.items() if key != "__metadata__" and isinstance(entry, dict)]
+    return max((end[1] for end in ends if isinstance(end, list) and len(end) == 2 and isinstance(end[1], int)), default=0)
+
+
+def _read_tensors(path: Path) -> dict[str, Tensor]:
+    """The tensors of a safetensors file (memory-mapped; read into memory when the file's name
+    is not UTF-8, which safetensors cannot open)."""
+    from safetensors.torch import load, load_file
+
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return load(path.read_bytes())
+    return load_file(str(path))
+
+
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> AudioDiffusion:
     """Load a ``.safetensors`` model written by :meth:`AudioDiffusion.save` (no unpickling)."""
-    from safetensors.torch import load_file
-
     config = _config_from_dict(path, read_metadata(path))
     model = AudioDiffusion(config)
     try:
-        state = load_file(str(path))
+        state = _read_tensors(Path(path))
         model.network.load_state_dict(state, strict=True)
     except Exception as error:  # noqa: BLE001 - safetensors/torch errors on damaged files
         raise ModelFileError(path, f"weights unreadable or do not match the stored config: {_first_line(error)}") from None
@@ -403,7 +481,7 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     Takes the checkpoint's ``state_dict``, which holds the EMA weights when training used the
     ``audiodiff.callbacks.EMA`` callback (all shipped recipes do). Read with ``weights_only=True``.
     """
-    checkpoint = _load_weights_only(path)
+    checkpoint = load_weights_only(path)
     if not isinstance(checkpoint, dict) or CHECKPOINT_CONFIG_KEY not in checkpoint:
         raise ModelFileError(path, "not an audiodiff training checkpoint (no audiodiff config inside)")
     config = _config_from_dict(path, checkpoint[CHECKPOINT_CONFIG_KEY])
@@ -424,14 +502,25 @@ def load_any(path: str | os.PathLike, device: str | torch.device = "cpu") -> Aud
     return load_model(path, device)
 
 
-def _load_weights_only(path: str | os.PathLike) -> Any:
+def load_weights_only(path: str | os.PathLike) -> Any:
     """``torch.load(weights_only=True)`` with one-line errors: a pickle that would run code is refused."""
-    if not Path(path).is_file():
-        raise ModelFileError(path, "no such file")
+    import zipfile
+
+    from audiodiff.safe_load import describe_load_error
+
+    path = Path(path)
+    _check_model_file(path)
+    with open(path, "rb") as handle:
+        pickled = handle.read(1) == b"\x80"  # the legacy format is a bare pickle (protocol >= 2)
+    if not (pickled or zipfile.is_zipfile(path)):
+        raise ModelFileError(path, "not a PyTorch checkpoint (neither a zip archive nor a pickle)")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with open(path, "rb") as handle:  # a file object: names that are not UTF-8 work too
+            return torch.load(handle, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - torch raises many types for bad pickles
-        raise ModelFileError(path, f"refused or unreadable as a weights-only checkpoint: {_first_line(error)}") from None
+        reason = describe_load_error(error)
+        reason = reason if reason.startswith("refused") else f"unreadable as a checkpoint: {reason}"
+        raise ModelFileError(path, reason) from None
 
 
 # ------------------------------------------------------ reference DiffWave
@@ -479,7 +568,7 @@ def import_diffwave(path: str | os.PathLike) -> AudioDiffusion:
 
     The file is read with ``torch.load(weights_only=True)``: a pickle that would run code is refused.
     """
-    checkpoint = _load_weights_only(path)
+    checkpoint = load_weights_only(path)
     if isinstance(checkpoint, dict) and "model" in checkpoint and isinstance(checkpoint["model"], dict):
         state, params = checkpoint["model"], checkpoint.get("params")
     elif isinstance(checkpoint, dict) and all(isinstance(v, Tensor) for v in checkpoint.values()):

@@ -15,21 +15,23 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from audiodiff.audio import AudioError, check_readable_file, display_path, one_line
 from audiodiff.mel import describe_range_mismatch
 from audiodiff.pretrained import AudioDiffusion
+from audiodiff.safe_load import describe_load_error
 
 log = logging.getLogger("audiodiff.vocode")
 
 MEL_SUFFIXES = (".npy", ".npz", ".pt", ".pth")
 
 
-class InputError(Exception):
-    """One input that cannot be vocoded; ``str()`` is ``"<path>: <reason>"``."""
+class InputError(ValueError):
+    """One input that cannot be vocoded; ``str()`` is ``"<path>: <reason>"``, on one line."""
 
     def __init__(self, path: str | Path, reason: str) -> None:
         self.path = str(path)
-        self.reason = reason
-        super().__init__(f"{path}: {reason}")
+        self.reason = one_line(reason)
+        super().__init__(f"{display_path(path)}: {self.reason}")
 
 
 @dataclass
@@ -51,7 +53,8 @@ def orient_mel(array: np.ndarray | Tensor, n_mels: int, source: str | Path = "<m
     mel = torch.as_tensor(np.asarray(array)) if not isinstance(array, Tensor) else array
     shape = tuple(mel.shape)
     if not mel.is_floating_point():
-        raise InputError(source, f"mel has integer/bool dtype {mel.dtype}; expected floating point values")
+        raise InputError(source, f"mel has integer/bool dtype {mel.dtype}; expected floating point values "
+                                 "(a mel is float32 log-magnitudes)")
     if mel.dim() not in (2, 3):
         raise InputError(
             source, f"mel has shape {shape}; expected ({n_mels}, frames) or (frames, {n_mels}), optionally batched"
@@ -72,8 +75,19 @@ def orient_mel(array: np.ndarray | Tensor, n_mels: int, source: str | Path = "<m
     return mel
 
 
+#: How a .npy file begins (numpy.lib.format.MAGIC_PREFIX).
+NPY_MAGIC = b"\x93NUMPY"
+
+
 def _read_mel_array(path: Path) -> np.ndarray | Tensor:
+    try:
+        check_readable_file(path, "a mel file")
+    except AudioError as error:
+        raise InputError(path, error.reason) from None
     if path.suffix == ".npy":
+        with open(path, "rb") as handle:
+            if handle.read(len(NPY_MAGIC)) != NPY_MAGIC:
+                raise InputError(path, "not a .npy file (no NumPy header); write mels with numpy.save")
         return np.load(path, allow_pickle=False)
     if path.suffix == ".npz":
         with np.load(path, allow_pickle=False) as archive:
@@ -98,13 +112,14 @@ def read_mel_file(path: str | Path, n_mels: int) -> Tensor:
     except InputError:
         raise
     except Exception as error:  # noqa: BLE001 - numpy/torch raise many types on bad files
-        raise InputError(path, f"cannot read mel file ({type(error).__name__}: {error})") from None
+        raise InputError(path, f"cannot read mel file ({describe_load_error(error)})") from None
     return orient_mel(array, n_mels, path)
 
 
 def load_inputs(paths: Sequence[str | Path], model: AudioDiffusion, on_error: Callable[[InputError], None]) -> list[VocodeItem]:
-    """Mels from mel files, or computed from audio files (resynthesis). Bad inputs go to ``on_error``."""
-    from audiodiff.audio import AudioError, load_audio
+    """Mels from mel files, or computed from audio files (resynthesis). Bad inputs go to ``on_error``;
+    a conversion of an audio file (stereo, another rate, ...) is mentioned in one log line."""
+    from audiodiff.audio import load_audio
 
     items: list[VocodeItem] = []
     for raw in paths:
@@ -116,9 +131,10 @@ def load_inputs(paths: Sequence[str | Path], model: AudioDiffusion, on_error: Ca
                 mels = read_mel_file(path, model.config.denoiser.n_mels)
                 _warn_convention(path, mels, model)
             else:
-                audio, _ = load_audio(path, model.sample_rate)
+                audio, _ = load_audio(path, model.sample_rate, on_conversion=lambda note: _note(path, note))
                 if audio.shape[-1] < model.hop_length * 2:
-                    raise InputError(path, f"audio is too short ({audio.shape[-1]} samples) to compute a mel")
+                    raise InputError(path, f"audio is too short ({audio.shape[-1]} samples at {model.sample_rate} Hz) "
+                                           f"to compute a mel; it needs at least {model.hop_length * 2}")
                 mels = model.mel(audio).cpu()
             for k, mel in enumerate(mels):
                 name = path.stem if mels.shape[0] == 1 else f"{path.stem}_{k}"
@@ -126,14 +142,21 @@ def load_inputs(paths: Sequence[str | Path], model: AudioDiffusion, on_error: Ca
         except InputError as error:
             on_error(error)
         except AudioError as error:
-            on_error(InputError(error.path, error.reason))
+            wrapped = InputError(error.path, error.reason)
+            wrapped.__cause__ = error  # what --verbose shows
+            on_error(wrapped)
     return items
+
+
+def _note(path: Path, note: str) -> None:
+    """Mention a conversion of an input (stereo -> mono, another rate, ...) once."""
+    log.info("%s: %s", display_path(path), note)
 
 
 def _warn_convention(path: Path, mel: Tensor, model: AudioDiffusion) -> None:
     mismatch = describe_range_mismatch(mel, model.config.mel)
     if mismatch:
-        log.warning("%s: %s; the output will likely be noise", path, mismatch)
+        log.warning("%s: %s; the output will likely be noise", display_path(path), mismatch)
 
 
 def batches(
@@ -172,9 +195,12 @@ def vocode_batch(
     steps: int | None,
     seed: int,
     callback: Callable[[int, int], None] | None = None,
+    chunk_seconds: float | str | None = "auto",
 ) -> list[Tensor]:
-    """Synthesise a group; item ``i`` of the job uses seed ``seed + i``. Returns ``(frames_i * hop,)`` each."""
+    """Synthesise a group; item ``i`` of the job uses seed ``seed + i`` (``chunk_seconds`` as in
+    :meth:`AudioDiffusion.vocode`). Returns ``(frames_i * hop,)`` each."""
     mel = pad_mels([item.mel for _, item in group])
     seeds = [seed + index for index, _ in group]
-    audio = model.vocode(mel, sampler=sampler, steps=steps, seed=seeds, callback=callback)
+    audio = model.vocode(mel, sampler=sampler, steps=steps, seed=seeds, callback=callback,
+                         chunk_seconds=chunk_seconds)
     return [audio[row, : item.mel.shape[-1] * model.hop_length].cpu() for row, (_, item) in enumerate(group)]
