@@ -413,9 +413,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------ parser
 def _add_sampling_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--sampler", default="fast", choices=["fast", "ddpm"],
-                        help="fast: the model's 6-step schedule (default); ddpm: ancestral over training steps")
-    parser.add_argument("--steps", type=int, default=None, help="steps for ddpm (default: all training steps)")
+    samplers = ["fast", "ddpm", "ddim", "ddim-karras", "ddim-log-snr", "dpmpp-2m", "dpmpp-2m-karras",
+                "dpmpp-2m-log-snr"]  # audiodiff.pretrained.SAMPLERS, spelled out so --help needs no torch
+    parser.add_argument("--sampler", default="fast", choices=samplers,
+                        help="fast: the model's 6-step schedule (default); ddpm: ancestral over training steps; "
+                             "ddim, dpmpp-2m: deterministic DDIM / DPM-Solver++(2M) over evenly spaced training "
+                             "steps, or with -karras / -log-snr over Karras / log-SNR-uniform noise levels")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="steps for ddpm (default: all training steps) and for ddim/dpmpp-2m (default 6)")
     parser.add_argument("--seed", type=int, default=0, help="item k uses seed+k (default 0)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
 

@@ -30,8 +30,9 @@ from torch import Tensor, nn
 
 from audiodiff.chunking import chunk_frames_for, chunked_eps_fn, default_chunk_seconds
 from audiodiff.files import write_atomically
-from audiodiff.diffusion.sampling import EpsFn, classifier_free_guidance, sample_ancestral
-from audiodiff.diffusion.schedule import NoiseSchedule, ScheduleConfig, sigmas_from_betas
+from audiodiff.diffusion.sampling import SAMPLER_FUNCTIONS, EpsFn, classifier_free_guidance, sample_ancestral
+from audiodiff.diffusion.schedule import (NoiseSchedule, ScheduleConfig, karras_sigmas, log_snr_sigmas,
+                                         sigmas_from_betas)
 from audiodiff.mel import MelConfig, MelSpectrogram, mel_preset
 from audiodiff.model import Conditioning, DenoiserConfig, DiffWave
 
@@ -40,7 +41,9 @@ CHECKPOINT_CONFIG_KEY = "audiodiff_config"
 #: Version 2 added class-conditional models (``class_names``, ``denoiser.num_classes``); files
 #: without classes are still written as version 1, so older audiodiff reads them.
 FORMAT_VERSION = 2
-SAMPLERS = ("fast", "ddpm")
+#: Sampler names: ``fast`` and ``ddpm`` (ancestral), then the deterministic ODE samplers ``ddim``
+#: and ``dpmpp-2m`` on evenly spaced training levels or, with a suffix, on Karras / log-SNR levels.
+SAMPLERS = ("fast", "ddpm", "ddim", "ddim-karras", "ddim-log-snr", "dpmpp-2m", "dpmpp-2m-karras", "dpmpp-2m-log-snr")
 #: Cached per-block conditioner projections may use this much memory; beyond it they are
 #: recomputed at each step (the upsampled mel is still computed once).
 DEFAULT_CONDITIONING_BUDGET = 2 * 2**30
@@ -185,18 +188,30 @@ class AudioDiffusion(nn.Module):
         ``fast``: the model's user-defined fast schedule (DiffWave's 6 steps), aligned to
         fractional training steps; ``steps`` must be omitted or equal its length.
         ``ddpm``: ancestral sampling over ``steps`` evenly spaced training steps (all by default).
+        ``ddim``, ``dpmpp-2m``: deterministic samplers over ``steps`` evenly spaced training steps;
+        ``-karras`` / ``-log-snr`` instead place ``steps`` levels in the trained range with
+        :func:`~audiodiff.diffusion.schedule.karras_sigmas` /
+        :func:`~audiodiff.diffusion.schedule.log_snr_sigmas`. Their default ``steps`` is the fast
+        schedule's length (6 for DiffWave's), so they cost as many network calls as ``fast``.
         """
         if sampler == "fast":
             betas = self.config.schedule.fast_betas
             if steps is not None and steps != len(betas):
                 raise ValueError(
                     f"the fast sampler uses this model's {len(betas)}-step schedule; "
-                    f"use --sampler ddpm for {steps} steps"
+                    f"use --sampler ddpm, ddim or dpmpp-2m for {steps} steps"
                 )
             return sigmas_from_betas(betas)
         if sampler == "ddpm":
             return self.schedule.respaced_sigmas(steps or self.schedule.num_steps)
-        raise ValueError(f"unknown sampler {sampler!r}; choose one of {list(SAMPLERS)}")
+        if sampler not in SAMPLERS:
+            raise ValueError(f"unknown sampler {sampler!r}; choose one of {list(SAMPLERS)}")
+        n = len(self.config.schedule.fast_betas) if steps is None else steps
+        if sampler.endswith("-karras"):
+            return karras_sigmas(self.schedule, n)
+        if sampler.endswith("-log-snr"):
+            return log_snr_sigmas(self.schedule, n)
+        return self.schedule.respaced_sigmas(n)
 
     def eps_fn(self, conditioning: Conditioning) -> EpsFn:
         """A noise predictor ``(x (B, T), sigma) -> eps (B, T)`` for the samplers."""
@@ -236,14 +251,16 @@ class AudioDiffusion(nn.Module):
     def _run_sampler(self, eps_fn: EpsFn, shape: tuple[int, int], *, sampler: str, steps: int | None,
                      seed: Seed, callback: Callable[[int, int], None] | None) -> Tensor:
         """``sampler`` from seeded standard normal noise of ``shape`` ``(B, T)`` with ``eps_fn``; ``(B, T)``."""
-        sigmas = self.sigmas(sampler, steps)
+        sigmas = self.sigmas(sampler, steps)  # validates the name
+        solve = (sample_ancestral if sampler in ("fast", "ddpm")
+                 else SAMPLER_FUNCTIONS[sampler.replace("-karras", "").replace("-log-snr", "")])
         generators = _row_generators(seed, shape[0])
         noise = _randn_rows(shape, generators, self.device)
 
         def fresh_noise(like: Tensor) -> Tensor:
             return _randn_rows(like.shape, generators, like.device)
 
-        return sample_ancestral(eps_fn, noise, sigmas, noise_fn=fresh_noise, callback=callback)
+        return solve(eps_fn, noise, sigmas, noise_fn=fresh_noise, callback=callback)
 
     def vocode(
         self,

@@ -11,6 +11,8 @@ from audiodiff.diffusion.schedule import (
     SCHEDULES,
     NoiseSchedule,
     ScheduleConfig,
+    karras_sigmas,
+    log_snr_sigmas,
     sigmas_from_betas,
 )
 
@@ -171,3 +173,74 @@ def test_config_round_trip_and_validation():
         ScheduleConfig(num_steps=1)
     with pytest.raises(ValueError):
         ScheduleConfig(beta_start=0.1, beta_end=0.01)
+
+
+# ------------------------------------------------------------- level choosers
+CHOOSERS = [karras_sigmas, log_snr_sigmas]
+
+
+@pytest.mark.parametrize("name", ["base", "large"])
+@pytest.mark.parametrize("n", [1, 2, 6, 25, 300])
+@pytest.mark.parametrize("chooser", CHOOSERS, ids=["karras", "log-snr"])
+def test_chooser_levels_span_the_trained_range(chooser, name, n):
+    schedule = NoiseSchedule(SCHEDULES[name])
+    sigmas = chooser(schedule, n)
+    assert sigmas.dtype == np.float64 and sigmas.shape == (n + 1,)
+    assert sigmas[-1] == 0.0 and np.all(np.diff(sigmas) < 0)
+    assert sigmas[0] == schedule.sigmas[-1]  # starts where training's noisiest step is
+    if n > 1:
+        assert sigmas[-2] == schedule.sigmas[0]  # ends at the cleanest trained level
+    steps = schedule.step_for_sigma(sigmas[:-1])  # raises outside the trained range
+    assert abs(steps[0] - (schedule.num_steps - 1)) < 1e-12 and np.all(np.diff(steps) < 0)
+    assert np.float32(steps[0]) == schedule.num_steps - 1  # what the network's float32 step sees
+
+
+@pytest.mark.parametrize("name", ["base", "large"])
+def test_log_snr_levels_are_uniform_in_log_snr(name):
+    schedule = NoiseSchedule(SCHEDULES[name])
+    n = 9
+    # lambda = log(alpha / sigma) = 0.5 log(abar / (1 - abar)), from the training abar directly
+    lam_train = 0.5 * np.log(schedule.alpha_bars / (1 - schedule.alpha_bars))
+    expected = np.linspace(lam_train[-1], lam_train[0], n)
+    levels = log_snr_sigmas(schedule, n)[:-1]
+    np.testing.assert_allclose(np.log(np.sqrt(1 - levels**2) / levels), expected, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(levels, np.sqrt(1 / (1 + np.exp(2 * expected))), rtol=1e-12)
+
+
+@pytest.mark.parametrize("rho", [1.0, 3.0, 7.0])
+def test_karras_levels_are_uniform_in_ratio_to_the_one_over_rho(rho):
+    schedule = NoiseSchedule(SCHEDULES["base"])
+    levels = karras_sigmas(schedule, 8, rho=rho)[:-1]
+    warped = (levels / np.sqrt(1 - levels**2)) ** (1 / rho)
+    np.testing.assert_allclose(np.diff(warped), np.full(7, np.diff(warped).mean()), rtol=1e-9)
+
+
+def test_karras_packs_levels_towards_low_noise_as_rho_grows():
+    schedule = NoiseSchedule(SCHEDULES["base"])
+    assert np.all(karras_sigmas(schedule, 6, rho=7)[1:-2] < karras_sigmas(schedule, 6, rho=1)[1:-2])
+
+
+#: beta = (0.2, 0.75): abar = (0.8, 0.2), so sigma / alpha runs over exactly [0.5, 2].
+TINY = NoiseSchedule(ScheduleConfig(num_steps=2, beta_start=0.2, beta_end=0.75, fast_betas=(0.5,)))
+
+
+def test_chooser_golden_values():
+    r5 = np.sqrt(5.0)
+    # log-SNR: ratios 2, 1, 0.5 (geometric); sigma = s / sqrt(1 + s^2)
+    np.testing.assert_allclose(log_snr_sigmas(TINY, 3), [2 / r5, 1 / np.sqrt(2), 1 / r5, 0.0], rtol=1e-15, atol=0)
+    # Karras rho = 1: ratios 2, 1.25, 0.5 -> 1.25 / sqrt(1 + 1.5625) = 5 / sqrt(41)
+    np.testing.assert_allclose(karras_sigmas(TINY, 3, rho=1), [2 / r5, 5 / np.sqrt(41), 1 / r5, 0.0], rtol=1e-15)
+    # Karras rho = 2: sqrt ratios sqrt(2), 1/sqrt(2) -> midpoint squared 9/8 -> 9 / sqrt(145)
+    np.testing.assert_allclose(karras_sigmas(TINY, 3, rho=2), [2 / r5, 9 / np.sqrt(145), 1 / r5, 0.0], rtol=1e-15)
+    np.testing.assert_array_equal(karras_sigmas(TINY, 1), [TINY.sigmas[-1], 0.0])
+    np.testing.assert_array_equal(log_snr_sigmas(TINY, 1), [TINY.sigmas[-1], 0.0])
+
+
+def test_chooser_bad_arguments_raise():
+    for bad in (0, -3):
+        with pytest.raises(ValueError):
+            karras_sigmas(TINY, bad)
+        with pytest.raises(ValueError):
+            log_snr_sigmas(TINY, bad)
+    with pytest.raises(ValueError):
+        karras_sigmas(TINY, 4, rho=0)

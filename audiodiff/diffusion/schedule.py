@@ -10,7 +10,13 @@ The network is trained on integer steps but DiffWave interpolates its step embed
 noise level between ``sigma_0`` and ``sigma_{T-1}`` maps to a *fractional* training step
 (:meth:`NoiseSchedule.step_for_sigma`), by linear interpolation in ``sqrt(abar)`` exactly as the
 reference implementation aligns its fast-sampling schedule.
+
+Besides the training levels themselves (:meth:`NoiseSchedule.respaced_sigmas`), two choosers
+place ``n`` levels anywhere in that trained range, noisiest first: :func:`karras_sigmas` and
+:func:`log_snr_sigmas`. Both keep the largest level at the noisiest training level
+``sigma_{T-1}`` (the network's starting point in training) and the smallest at ``sigma_0``.
 """
+
 
 from __future__ import annotations
 
@@ -102,6 +108,59 @@ class NoiseSchedule:
         else:
             picks = np.unique(np.round(np.linspace(0, self.num_steps - 1, num_steps)).astype(int))
         return np.append(self.sigmas[picks][::-1], 0.0)
+
+
+def _ratio_range(schedule: NoiseSchedule) -> tuple[float, float]:
+    """``(s_min, s_max)`` of the noise-to-signal ratio ``s = sigma / alpha`` over the training levels."""
+    ratios = schedule.sigmas / np.sqrt(schedule.alpha_bars)
+    return float(ratios[0]), float(ratios[-1])
+
+
+def _sigmas_from_ratios(schedule: NoiseSchedule, ratios: np.ndarray) -> np.ndarray:
+    """Levels ``sigma = s / sqrt(1 + s^2)`` for decreasing ratios ``s`` spanning the trained range,
+    with both ends set to the training levels exactly (no rounding outside the range), then ``0.0``."""
+    levels = ratios / np.sqrt(1.0 + ratios**2)
+    levels[0] = schedule.sigmas[-1]
+    if levels.size > 1:
+        levels[-1] = schedule.sigmas[0]
+    return np.append(levels, 0.0)
+
+
+def _check_count(n: int) -> None:
+    if n < 1:
+        raise ValueError(f"steps must be at least 1, got {n}")
+
+
+def karras_sigmas(schedule: NoiseSchedule, n: int, rho: float = 7.0) -> np.ndarray:
+    """``n`` levels spaced as in Karras et al. 2022 (eq. 5), then ``0.0``: ``(n + 1,)`` float64.
+
+    The spacing is applied to the VP noise-to-signal ratio ``s = sigma / alpha`` (Karras's
+    sigma), between the training range's ``s_max`` (at ``sigma_{T-1}``) and ``s_min`` (at ``sigma_0``):
+    ``s_i = (s_max^(1/rho) + i / (n - 1) * (s_min^(1/rho) - s_max^(1/rho)))^rho``, ``i = 0 .. n-1``,
+    mapped back by ``sigma = s / sqrt(1 + s^2)``. ``n = 1`` gives ``sigma_{T-1}`` alone. Larger
+    ``rho`` packs more levels near ``s_min``; ``rho = 1`` is uniform in ``s``.
+    """
+    _check_count(n)
+    if rho <= 0:
+        raise ValueError(f"rho must be positive, got {rho}")
+    s_min, s_max = _ratio_range(schedule)
+    ramp = np.linspace(0.0, 1.0, n)  # [0.0] for n = 1
+    ratios = (s_max ** (1 / rho) + ramp * (s_min ** (1 / rho) - s_max ** (1 / rho))) ** rho
+    return _sigmas_from_ratios(schedule, ratios)
+
+
+def log_snr_sigmas(schedule: NoiseSchedule, n: int) -> np.ndarray:
+    """``n`` levels uniform in ``lambda = log(alpha / sigma)`` (half the log-SNR), then ``0.0``.
+
+    ``lambda_i = lambda_min + i / (n - 1) * (lambda_max - lambda_min)`` between the noisiest and
+    the cleanest training level, ``sigma = sqrt(1 / (1 + exp(2 lambda)))``; equivalently the
+    ratios ``s = exp(-lambda)`` are geometric. DPM-Solver's default spacing. ``(n + 1,)`` float64.
+    """
+    _check_count(n)
+    s_min, s_max = _ratio_range(schedule)
+    ramp = np.linspace(0.0, 1.0, n)  # [0.0] for n = 1
+    ratios = np.exp(np.log(s_max) + ramp * (np.log(s_min) - np.log(s_max)))
+    return _sigmas_from_ratios(schedule, ratios)
 
 
 def sigmas_from_betas(betas: Sequence[float]) -> np.ndarray:
