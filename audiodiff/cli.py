@@ -1,8 +1,9 @@
 """The ``audiodiff`` command line.
 
 Subcommands: ``train`` (LightningCLI), ``export``, ``info``, ``vocode``, ``generate``, ``eval``,
-``mel``, ``import-diffwave`` and ``demo``. Errors are one line on stderr (``--verbose`` for a
-traceback); usage errors exit with 2, a run in which some inputs failed exits with 1.
+``search-schedule``, ``mel``, ``import-diffwave`` and ``demo``. Errors are one line on stderr
+(``--verbose`` for a traceback); usage errors exit with 2, a run in which some inputs failed exits
+with 1.
 """
 
 from __future__ import annotations
@@ -44,6 +45,28 @@ def _load_model(path: str, device: str = "cpu"):
     return load_any(path, device)
 
 
+def _choose_sampler(args: argparse.Namespace, model) -> int:
+    """Set ``args.sampler`` to what the command samples with -- ``--schedule NAME`` (a schedule stored
+    in the model), else ``--sampler`` (default ``fast``) -- and return its number of steps.
+
+    A bad name or step count is a one-line usage error; an unknown schedule lists the stored ones.
+    """
+    if args.schedule is not None:
+        if args.sampler is not None:
+            raise CommandError("give --sampler or --schedule, not both (a stored schedule names its own sampler)",
+                               EXIT_USAGE)
+        if args.schedule not in model.config.schedules:
+            stored = ", ".join(model.config.schedules)
+            hint = (f"it stores: {stored}" if stored
+                    else "it stores none (add one with 'audiodiff search-schedule')")
+            raise CommandError(f"{args.model}: no schedule named {args.schedule!r}; {hint}", EXIT_USAGE)
+    args.sampler = args.schedule or args.sampler or "fast"
+    try:
+        return len(model.sigmas(args.sampler, args.steps)) - 1
+    except ValueError as error:
+        raise CommandError(f"{args.model}: {error}", EXIT_USAGE) from None
+
+
 # ------------------------------------------------------------------ vocode
 def cmd_vocode(args: argparse.Namespace) -> int:
     import torch
@@ -58,6 +81,7 @@ def cmd_vocode(args: argparse.Namespace) -> int:
     model = _load_model(args.model, _resolve_device(args.device))
     if not model.network.conditional:
         raise CommandError(f"{args.model}: a model without mel conditioning cannot vocode; use 'audiodiff generate'", EXIT_USAGE)
+    n_steps = _choose_sampler(args, model)
     failures: list[str] = []
 
     def report(error: Exception) -> None:
@@ -66,7 +90,6 @@ def cmd_vocode(args: argparse.Namespace) -> int:
 
     items = load_inputs(args.inputs, model, report)
     out_dir = Path(args.out)
-    n_steps = len(model.sigmas(args.sampler, args.steps)) - 1
     bytes_per_frame = model.network.conditioning_bytes(1, model.hop_length)
     max_frames = max(1, int(args.max_batch_gb * 2**30 / bytes_per_frame))
     total = len(items)
@@ -126,12 +149,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
         raise CommandError(f"{args.model}: an unconditional model takes no --guidance", EXIT_USAGE)
     try:
         labels = resolve_labels(model, args.classes or [], args.all_classes)
-        model.sigmas(args.sampler, args.steps)
     except ValueError as error:
         raise CommandError(f"{args.model}: {error}", EXIT_USAGE) from None
+    n_steps = _choose_sampler(args, model)
     clips = plan_clips(labels, args.n, args.seed)
     num_samples = round(args.seconds * model.sample_rate)
-    n_steps = len(model.sigmas(args.sampler, args.steps)) - 1
     out_dir = Path(args.out)
     bar = tqdm(total=len(clips) * n_steps, unit="step", desc="generating", disable=args.quiet)
     done: list = []
@@ -223,10 +245,7 @@ def _eval_model(args: argparse.Namespace) -> int:
     model = _load_model(args.model, _resolve_device(args.device))
     if not model.network.conditional:
         raise CommandError(f"{args.model}: only a vocoder (mel-conditioned model) can resynthesise --data", EXIT_USAGE)
-    try:
-        n_steps = len(model.sigmas(args.sampler, args.steps)) - 1
-    except ValueError as error:
-        raise CommandError(str(error), EXIT_USAGE) from None
+    n_steps = _choose_sampler(args, model)
     out = Path(args.out or f"eval-out/{Path(args.model).stem}-{args.sampler}-{n_steps}steps-seed{args.seed}")
     report = resynthesise_folder(model, args.data, out, sampler=args.sampler, steps=args.steps, seed=args.seed,
                                  include_griffin_lim=not args.no_griffin_lim, progress=not args.quiet,
@@ -373,8 +392,80 @@ def cmd_info(args: argparse.Namespace) -> int:
     if mel is not None:
         print(f"mel: preset {mel.preset}, {mel.n_mels} bins, hop {mel.hop_length}, n_fft {mel.n_fft}, "
               f"{mel.f_min:g}-{mel.nyquist_f_max:g} Hz")
+    for name, stored in model.config.schedules.items():
+        print(f"schedule {name}: {_describe_schedule(stored)} (use --schedule {name})")
     print(json.dumps(config, indent=2))
     return EXIT_OK
+
+
+def _describe_schedule(stored) -> str:
+    """``ddim, 4 steps, log-mel L1 0.4210 on held_out`` for a stored :class:`SamplingSchedule`."""
+    from audiodiff.schedule_search import SEARCH_METRICS
+
+    text = f"{stored.sampler}, {stored.steps} steps"
+    if stored.score is not None:
+        text += f", {SEARCH_METRICS.get(stored.metric, stored.metric or 'score')} {stored.score:.4f}"
+    return text + (f" on {stored.data}" if stored.data else "")
+
+
+# --------------------------------------------------------- search-schedule
+def cmd_search_schedule(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from audiodiff.pretrained import check_schedule_name
+    from audiodiff.schedule_search import search_schedule
+
+    _check_search_options(args)
+    name = args.name or f"searched-{args.steps}"
+    try:
+        check_schedule_name(name)
+    except ValueError as error:
+        raise CommandError(f"--name: {error}", EXIT_USAGE) from None
+    model = _load_model(args.model, _resolve_device(args.device))
+    if not model.network.conditional:
+        raise CommandError(f"{args.model}: only a vocoder (mel-conditioned model) can search a schedule", EXIT_USAGE)
+    out = Path(args.out) if args.out else Path(args.model).with_name(f"{Path(args.model).stem}-searched.safetensors")
+    clips = _search_clips(args, model)
+    result = search_schedule(model, clips, args.steps, sampler=args.sampler, metric=args.metric, seed=args.seed,
+                             grid=args.grid, rounds=args.rounds, budget=args.budget, progress=not args.quiet)
+    data_name = Path(args.data).resolve().name
+    stored = dataclasses.replace(result.schedule, data=data_name or None)
+    replaced = name in model.config.schedules
+    target = model.with_schedule(name, stored).save(out)
+    print(f"\n{len(clips)} clip(s) of {data_name}, up to {args.seconds:g} s each, seed {args.seed}: "
+          f"{len(result.history)} schedules scored, {result.network_calls} network calls, {result.seconds:.1f} s")
+    print(result.table(name))
+    print(f"{name} levels: {', '.join(f'{s:.5g}' for s in stored.sigmas)}")
+    print(f"wrote {_shown(target)} ({'replaced' if replaced else 'added'} schedule {name}; "
+          f"use: audiodiff vocode ... --model {_shown(target)} --schedule {name})")
+    return EXIT_OK
+
+
+def _check_search_options(args: argparse.Namespace) -> None:
+    """One-line usage errors for out-of-range numbers."""
+    checks = [(args.steps >= 1, f"--steps must be at least 1, got {args.steps}"),
+              (args.clips >= 1, f"--clips must be at least 1, got {args.clips}"),
+              (args.seconds > 0, f"--seconds must be positive, got {args.seconds:g}"),
+              (args.rounds >= 0, f"--rounds must not be negative, got {args.rounds}"),
+              (args.grid >= 2, f"--grid must be at least 2, got {args.grid}"),
+              (args.budget is None or args.budget >= 0, f"--budget must not be negative, got {args.budget}")]
+    for ok, message in checks:
+        if not ok:
+            raise CommandError(message, EXIT_USAGE)
+
+
+def _search_clips(args: argparse.Namespace, model) -> list:
+    """The held-out crops of ``--data``; a missing folder or one without usable audio is one line."""
+    from audiodiff.schedule_search import read_clips
+
+    try:
+        clips = read_clips(args.data, model, count=args.clips, seconds=args.seconds,
+                           on_skip=lambda line: print(f"skipped: {line}", file=sys.stderr))
+    except (FileNotFoundError, ValueError) as error:
+        raise CommandError(f"--data {error}", EXIT_USAGE) from None
+    if not clips:
+        raise CommandError(f"--data {args.data}: no usable audio file (all were unreadable or too short)", EXIT_USAGE)
+    return clips
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -415,10 +506,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def _add_sampling_args(parser: argparse.ArgumentParser) -> None:
     samplers = ["fast", "ddpm", "ddim", "ddim-karras", "ddim-log-snr", "dpmpp-2m", "dpmpp-2m-karras",
                 "dpmpp-2m-log-snr"]  # audiodiff.pretrained.SAMPLERS, spelled out so --help needs no torch
-    parser.add_argument("--sampler", default="fast", choices=samplers,
+    parser.add_argument("--sampler", default=None, choices=samplers,
                         help="fast: the model's 6-step schedule (default); ddpm: ancestral over training steps; "
                              "ddim, dpmpp-2m: deterministic DDIM / DPM-Solver++(2M) over evenly spaced training "
                              "steps, or with -karras / -log-snr over Karras / log-SNR-uniform noise levels")
+    parser.add_argument("--schedule", default=None, metavar="NAME",
+                        help="a noise schedule stored in the model file (e.g. searched-4 from "
+                             "'audiodiff search-schedule'; 'audiodiff info' lists them): its sampler and levels, "
+                             "instead of --sampler")
     parser.add_argument("--steps", type=int, default=None,
                         help="steps for ddpm (default: all training steps) and for ddim/dpmpp-2m (default 6)")
     parser.add_argument("--seed", type=int, default=0, help="item k uses seed+k (default 0)")
@@ -493,6 +588,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", "-q", action="store_true")
     _add_sampling_args(p)
     p.set_defaults(func=cmd_eval)
+
+    p = add("search-schedule", help="search an N-step noise schedule on held-out audio and store it in the model",
+            description="Search N noise levels that minimise a validation metric (log-mel L1 or MR-STFT) of "
+                        "vocoding short crops of held-out clips with fixed seeds: start from the best of the "
+                        "log-SNR, Karras and evenly spaced levels (and the fast levels, at their length), then a greedy coordinate search over a "
+                        "log-SNR grid. Writes a copy of the model with the schedule stored under --name "
+                        "(then: audiodiff vocode --schedule NAME). Costs about (4 + 2 * grid * rounds) * steps "
+                        "network calls, each over the batch of all clips.")
+    p.add_argument("model", help="a vocoder (.safetensors, or a .ckpt checkpoint)")
+    p.add_argument("--data", required=True, help="held-out audio folder (not the training data)")
+    p.add_argument("--steps", type=int, required=True, help="number of noise levels (network calls per sample)")
+    p.add_argument("--name", help="name to store the schedule under (default searched-N)")
+    p.add_argument("--out", "-o", help="model file to write (default <model>-searched.safetensors next to MODEL; "
+                                       "pass MODEL itself to update it in place, atomically)")
+    p.add_argument("--sampler", default="ancestral", choices=["ancestral", "ddim", "dpmpp-2m"],
+                   help="solver the levels are searched for (default ancestral, the fast sampler's; ddim and "
+                        "dpmpp-2m draw no fresh noise per step)")
+    p.add_argument("--metric", default="mel", choices=["mel", "mrstft"],
+                   help="minimised metric: log-mel L1 in the model's mel preset (default) or MR-STFT")
+    p.add_argument("--clips", type=int, default=4, help="held-out files used, in name order (default 4)")
+    p.add_argument("--seconds", type=float, default=2.0, help="centre crop of each file, in seconds (default 2)")
+    p.add_argument("--grid", type=int, default=16, help="candidate levels, uniform in log-SNR (default 16)")
+    p.add_argument("--rounds", type=int, default=2, help="passes over all levels (default 2; 0: starts only)")
+    p.add_argument("--budget", type=int, default=None, help="at most this many candidate schedules scored")
+    p.add_argument("--seed", type=int, default=0, help="clip k is vocoded with seed+k (default 0)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--quiet", "-q", action="store_true")
+    p.set_defaults(func=cmd_search_schedule)
 
     p = add("mel", help="audio files -> mel spectrograms (n_mels, frames) float32 .npy")
     p.add_argument("inputs", nargs="+")

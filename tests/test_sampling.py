@@ -395,3 +395,23 @@ def test_chunked_vocoding_matches_one_piece_with_ode_samplers(sampler):
     seconds = 9 * model.hop_length / model.sample_rate + 1e-9
     chunked = model.vocode(mel, sampler=sampler, steps=3, seed=3, chunk_seconds=seconds)
     assert float((chunked - whole).abs().max()) < 1e-5
+
+
+@pytest.mark.parametrize("sampler, first_std", [("fast", None), ("ddpm", None), ("ddim-log-snr", "sigma"),
+                                                ("dpmpp-2m-karras", "sigma")])
+def test_starting_noise_matches_each_solvers_first_level(sampler, first_std):
+    """Ancestral samplers start from N(0, 1) as DiffWave does; deterministic solvers from the first
+    level's own noise, N(0, sigma_0^2) (the data's share alpha^2 Var[x0] is neglected)."""
+    from conftest import make_tiny_model
+
+    model = make_tiny_model()
+    seen = []
+
+    def record(x, sigma):
+        seen.append((float(x.std()), sigma))
+        return torch.zeros_like(x)
+
+    model._run_sampler(record, (2, 40000), sampler=sampler, steps=None, seed=0, callback=None)
+    std, sigma = seen[0]
+    expected = 1.0 if first_std is None else sigma
+    assert abs(std - expected) < 0.01, (std, expected)
