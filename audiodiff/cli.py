@@ -73,7 +73,7 @@ def cmd_vocode(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from audiodiff.audio import save_audio
-    from audiodiff.vocoding import batches, load_inputs, vocode_batch
+    from audiodiff.vocoding import batches, drop_name_collisions, load_inputs, vocode_batch
 
     chunk_seconds = _chunk_seconds(args.chunk_seconds)
     if args.threads:
@@ -88,7 +88,7 @@ def cmd_vocode(args: argparse.Namespace) -> int:
         failures.append(str(error))
         _report_input_error(Path(error.path), error)
 
-    items = load_inputs(args.inputs, model, report)
+    items = drop_name_collisions(load_inputs(args.inputs, model, report), report)
     out_dir = Path(args.out)
     bytes_per_frame = model.network.conditioning_bytes(1, model.hop_length)
     max_frames = max(1, int(args.max_batch_gb * 2**30 / bytes_per_frame))

@@ -153,6 +153,25 @@ def _note(path: Path, note: str) -> None:
     log.info("%s: %s", display_path(path), note)
 
 
+def drop_name_collisions(items: Sequence[VocodeItem], on_error: Callable[[InputError], None]) -> list[VocodeItem]:
+    """``items`` without those whose output name an earlier item already takes.
+
+    ``a.npy`` and ``a.wav``, or ``x/a.npy`` and ``y/a.npy``, would both be written as ``a.wav``;
+    the later one goes to ``on_error`` instead of silently replacing the first.
+    """
+    first_source: dict[str, Path] = {}
+    kept = []
+    for item in items:
+        if item.name in first_source:
+            on_error(InputError(item.source, f"its output {item.name}.wav is already taken by "
+                                             f"{display_path(first_source[item.name])}; rename one of them "
+                                             "or vocode it into another --out"))
+            continue
+        first_source[item.name] = item.source
+        kept.append(item)
+    return kept
+
+
 def _warn_convention(path: Path, mel: Tensor, model: AudioDiffusion) -> None:
     mismatch = describe_range_mismatch(mel, model.config.mel)
     if mismatch:

@@ -71,6 +71,24 @@ def test_vocode_cli_writes_exact_lengths_and_reports_bad_files(tmp_path: Path, t
     assert not (out / "wrong_bins.wav").exists()
 
 
+def test_inputs_with_the_same_output_name_do_not_overwrite_each_other(tmp_path: Path, tiny_model_file: Path,
+                                                                      capsys):
+    """``x/a.npy`` and ``y/a.npy`` would both become ``a.wav``: the second is one error line, the
+    first is written (with the first input's audio: seed + 0), and the run exits 1."""
+    model = load_model(tiny_model_file)
+    for folder, frames in (("x", 9), ("y", 5)):
+        (tmp_path / folder).mkdir()
+        np.save(tmp_path / folder / "a.npy", real_mel(model, 0.4)[:, :frames])
+    out = tmp_path / "wavs"
+    code = main(["vocode", str(tmp_path / "x" / "a.npy"), str(tmp_path / "y" / "a.npy"), "--model",
+                 str(tiny_model_file), "--out", str(out), "--device", "cpu", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert f"{tmp_path / 'y' / 'a.npy'}: its output a.wav is already taken by {tmp_path / 'x' / 'a.npy'}" in err
+    assert sf.info(str(out / "a.wav")).frames == 9 * model.hop_length
+    assert sorted(p.name for p in out.iterdir()) == ["a.wav"]
+
+
 def test_vocode_warns_about_another_conventions_range(tmp_path: Path, tiny_model_file: Path, caplog):
     np.save(tmp_path / "diffwave_style.npy", np.random.default_rng(0).uniform(0, 1, (80, 10)).astype(np.float32))
     with caplog.at_level("WARNING"):
