@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from audiodiff.files import write_atomically
+from audiodiff.files import unreadable_reason, write_atomically
 
 if TYPE_CHECKING:
     import soundfile
@@ -92,15 +92,9 @@ class AudioInfo:
 def check_readable_file(path: Path, what: str = "an audio file") -> None:
     """Raise :class:`AudioError` for a path that cannot be ``what`` before opening it: missing,
     a directory, unreadable or empty."""
-    if not path.exists():
-        reason = "broken symbolic link" if path.is_symlink() else "file not found"
+    reason = unreadable_reason(path, what)
+    if reason:
         raise AudioError(path, reason)
-    if path.is_dir():
-        raise AudioError(path, f"is a directory, not {what}")
-    if not os.access(path, os.R_OK):
-        raise AudioError(path, "permission denied")
-    if path.stat().st_size == 0:
-        raise AudioError(path, "empty file (0 bytes)")
 
 
 @contextlib.contextmanager

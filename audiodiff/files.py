@@ -47,3 +47,20 @@ def write_text(path: PathLike, text: str) -> Path:
 def write_json(path: PathLike, data: Any, *, allow_nan: bool = False) -> Path:
     """Write ``data`` as indented JSON to ``path`` atomically (NaN and infinity refused unless allowed)."""
     return write_text(path, json.dumps(data, indent=2, allow_nan=allow_nan) + "\n")
+
+
+def unreadable_reason(path: Path, what: str, missing: str = "file not found") -> str | None:
+    """Why ``path`` cannot be read as ``what`` before opening it, or ``None`` if it can be tried.
+
+    Reasons: ``missing`` (or "broken symbolic link"), "is a directory, not <what>",
+    "permission denied", "empty file (0 bytes)".
+    """
+    if not path.exists():
+        return "broken symbolic link" if path.is_symlink() else missing
+    if path.is_dir():
+        return f"is a directory, not {what}"
+    if not os.access(path, os.R_OK):
+        return "permission denied"
+    if path.stat().st_size == 0:
+        return "empty file (0 bytes)"
+    return None

@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from audiodiff.chunking import chunk_frames_for, chunked_eps_fn, default_chunk_seconds
-from audiodiff.files import write_atomically
+from audiodiff.files import unreadable_reason, write_atomically
 from audiodiff.diffusion.sampling import SAMPLER_FUNCTIONS, EpsFn, classifier_free_guidance
 from audiodiff.diffusion.schedule import (NoiseSchedule, ScheduleConfig, karras_sigmas, log_snr_sigmas,
                                          sigmas_from_betas)
@@ -552,16 +552,10 @@ MAX_HEADER_BYTES = 100_000_000
 
 def _check_model_file(path: Path) -> int:
     """The size of the model file ``path``; a :class:`ModelFileError` for a path that cannot be one."""
-    if not path.exists():
-        raise ModelFileError(path, "no such model file")
-    if path.is_dir():
-        raise ModelFileError(path, "is a directory, not a model file")
-    if not os.access(path, os.R_OK):
-        raise ModelFileError(path, "permission denied")
-    size = path.stat().st_size
-    if size == 0:
-        raise ModelFileError(path, "empty file (0 bytes)")
-    return size
+    reason = unreadable_reason(path, "a model file", missing="no such model file")
+    if reason:
+        raise ModelFileError(path, reason)
+    return path.stat().st_size
 
 
 def _read_safetensors_header(path: Path) -> dict[str, Any]:

@@ -43,6 +43,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from audiodiff.audio import AudioError, audio_info, load_audio
 from audiodiff.diffusion.schedule import NoiseSchedule, karras_sigmas, log_snr_sigmas
 from audiodiff.pretrained import AudioDiffusion, SamplingSchedule
 
@@ -120,7 +121,6 @@ def read_clips(
     cannot be read or is too short is passed to ``on_skip`` as one line and skipped. Raises
     ``FileNotFoundError`` / ``ValueError`` for a missing folder or one without audio files.
     """
-    from audiodiff.audio import AudioError, audio_info, load_audio
     from audiodiff.evaluation import list_audio_files
 
     files = list_audio_files(folder)
@@ -131,14 +131,14 @@ def read_clips(
         if len(clips) == count:
             break
         try:
-            clips.append(_centre_crop(path, model, seconds, audio_info, load_audio))
+            clips.append(_centre_crop(path, model, seconds))
         except (AudioError, ValueError) as error:
             if on_skip is not None:
                 on_skip(f"{name}: {' '.join(str(error).split())}")
     return clips
 
 
-def _centre_crop(path: Path, model: AudioDiffusion, seconds: float, audio_info, load_audio) -> Tensor:
+def _centre_crop(path: Path, model: AudioDiffusion, seconds: float) -> Tensor:
     """Up to ``seconds`` from the middle of ``path`` at the model's rate, cut to whole hops: ``(T,)``."""
     info = audio_info(path)
     length = info.frames / info.sample_rate

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import json
 import os
@@ -21,7 +22,7 @@ import subprocess
 import sys
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -179,6 +180,33 @@ def run_worker(script: str | Path, spec: dict[str, Any], timeout: float | None =
         tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-15:])
         raise RuntimeError(f"benchmark worker failed (exit {result.returncode}) for {spec}:\n{tail}")
     return json.loads(lines[-1])
+
+
+def run_script(main: Callable[[], Any], worker: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+    """A benchmark's ``__main__``: ``script --worker SPEC`` runs ``worker`` and prints its JSON line
+    (for :func:`run_worker`); anything else runs ``main``."""
+    if len(sys.argv) == 3 and sys.argv[1] == WORKER_FLAG:
+        print(json.dumps(worker(json.loads(sys.argv[2]))))
+    else:
+        main()
+
+
+def parser_from_doc(doc: str) -> argparse.ArgumentParser:
+    """An argument parser whose description is ``doc``'s first line and whose epilog is the rest."""
+    return argparse.ArgumentParser(description=doc.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+                                   epilog="\n".join(doc.splitlines()[1:]))
+
+
+def apply_device_defaults(parser: argparse.ArgumentParser, args: argparse.Namespace,
+                          defaults: dict[str, dict[str, Any]]) -> None:
+    """Fill the options left ``None`` from ``defaults["cpu"]`` or ``defaults["cuda"]`` by ``args.device``;
+    a parser error if CUDA is asked for and absent."""
+    kind = "cuda" if args.device.startswith("cuda") else "cpu"
+    for key, value in defaults[kind].items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if kind == "cuda" and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: CUDA is not available")
 
 
 def use_isolation(choice: str, device: str) -> bool:

@@ -36,7 +36,6 @@ RSS above the start in a fresh process per row), including gradients and AdamW s
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -53,8 +52,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
     HOP,
     SAMPLE_RATE,
-    WORKER_FLAG,
     PeakMemory,
+    apply_device_defaults,
     autocast,
     fmt,
     load_ours,
@@ -62,6 +61,8 @@ from _common import (  # noqa: E402
     machine_info,
     machine_lines,
     markdown_table,
+    parser_from_doc,
+    run_script,
     run_worker,
     save_reference_checkpoint,
     synchronize,
@@ -221,9 +222,7 @@ def check(checkpoint: Path, work: Path, batch: int = 2, frames: int = 4) -> dict
 
 # ------------------------------------------------------------------- driver
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="\n".join(__doc__.splitlines()[1:]))
+    parser = parser_from_doc(__doc__)
     parser.add_argument("--size", choices=["tiny", "base", "large"], default=None,
                         help="default: tiny on CPU, base on CUDA")
     parser.add_argument("--batch", type=int, default=16, help="audio crops per step (default 16, the base recipe's)")
@@ -238,12 +237,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="one fresh process per row (auto: on the CPU only, for its memory peak)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
-    kind = "cuda" if args.device.startswith("cuda") else "cpu"
-    for key, value in DEFAULTS[kind].items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
-    if kind == "cuda" and not torch.cuda.is_available():
-        parser.error(f"--device {args.device}: CUDA is not available")
+    apply_device_defaults(parser, args, DEFAULTS)
     if args.batch < 1 or args.frames < 1 or args.steps < 1 or args.warmup < 0:
         parser.error("--batch, --frames and --steps must be positive, --warmup not negative")
     return args
@@ -316,7 +310,4 @@ def format_report(report: dict[str, Any]) -> str:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == WORKER_FLAG:
-        print(json.dumps(worker(json.loads(sys.argv[2]))))
-    else:
-        main()
+    run_script(main, worker)

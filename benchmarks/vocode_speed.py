@@ -39,7 +39,6 @@ peak mark, reset just before the runs via ``/proc/self/clear_refs``).
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -54,8 +53,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
     HOP,
     SAMPLE_RATE,
-    WORKER_FLAG,
     PeakMemory,
+    apply_device_defaults,
     autocast,
     fmt,
     load_ours,
@@ -63,7 +62,9 @@ from _common import (  # noqa: E402
     machine_info,
     machine_lines,
     markdown_table,
+    parser_from_doc,
     reference_params,
+    run_script,
     run_worker,
     save_reference_checkpoint,
     synchronize,
@@ -247,9 +248,7 @@ def load_timed(impl: str, checkpoint: str | Path, device: str) -> tuple[Any, flo
 
 # ------------------------------------------------------------------- driver
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="\n".join(__doc__.splitlines()[1:]))
+    parser = parser_from_doc(__doc__)
     parser.add_argument("--sizes", nargs="+", choices=["tiny", "base", "large"], default=None,
                         help="default: tiny base on CPU, tiny base large on CUDA")
     parser.add_argument("--steps", nargs="+", type=int, default=None,
@@ -266,12 +265,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="one fresh process per measurement (auto: on the CPU only, for its memory peak)")
     parser.add_argument("--json", type=Path, default=None, help="write the rows and the machine here")
     args = parser.parse_args(argv)
-    kind = "cuda" if args.device.startswith("cuda") else "cpu"
-    for key, value in DEFAULTS[kind].items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
-    if kind == "cuda" and not torch.cuda.is_available():
-        parser.error(f"--device {args.device}: CUDA is not available")
+    apply_device_defaults(parser, args, DEFAULTS)
     if args.repeats < 1 or args.seconds <= 0 or min(args.batch) < 1 or min(args.steps) < 1:
         parser.error("--repeats, --seconds, --batch and --steps must be positive")
     return args
@@ -375,7 +369,4 @@ def format_report(report: dict[str, Any]) -> str:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == WORKER_FLAG:
-        print(json.dumps(worker(json.loads(sys.argv[2]))))
-    else:
-        main()
+    run_script(main, worker)

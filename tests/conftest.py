@@ -77,3 +77,24 @@ def speech_like(seconds: float, sample_rate: int, seed: int = 0) -> np.ndarray:
     envelope = 0.5 * (1 + np.sin(2 * np.pi * 3 * t))
     noise = rng.normal(0, 0.05, t.shape)
     return (0.25 * envelope * voiced + noise).astype(np.float32)
+
+
+@pytest.fixture
+def speech_dir(tmp_path: Path) -> Path:
+    """Four short speech-like files: three 22.05 kHz wavs and one 44.1 kHz mp3 (another format and rate)."""
+    import soundfile as sf
+
+    root = tmp_path / "wavs"
+    root.mkdir()
+    for k in range(3):
+        sf.write(root / f"utt{k}.wav", speech_like(0.8, 22050, seed=k), 22050)
+    sf.write(root / "utt3.mp3", speech_like(0.8, 44100, seed=3), 44100)
+    return root
+
+
+@pytest.fixture
+def torch_threads():
+    """Restores torch's thread count, which ``--threads`` changes for the whole process."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)

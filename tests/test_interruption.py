@@ -22,21 +22,13 @@ from audiodiff.checkpoint_io import AtomicCheckpointIO, use_atomic_checkpoints
 from audiodiff.cli import main
 from audiodiff.pretrained import CHECKPOINT_CONFIG_KEY, load_model
 from conftest import make_tiny_generator, make_tiny_model
-from test_training import fast_args, speech_dir  # noqa: F401 - speech_dir is a fixture
+from test_training import fast_args
 from test_vocode import real_mel
 
 TRAIN = [sys.executable, "-m", "audiodiff.cli", "train"]
 QUIET_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 #: One torch thread: tiny models run several times slower with two threads on busy cores.
 ONE_THREAD = ["--threads", "1"]
-
-
-@pytest.fixture
-def torch_threads():
-    """Restores torch's thread count, which ``--threads`` changes for the whole process."""
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
 
 
 def temporaries(folder: Path) -> list[Path]:

@@ -22,16 +22,6 @@ REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "configs" / "tiny-cpu.yaml"
 
 
-@pytest.fixture
-def speech_dir(tmp_path: Path) -> Path:
-    root = tmp_path / "wavs"
-    root.mkdir()
-    for k in range(3):
-        sf.write(root / f"utt{k}.wav", speech_like(0.8, 22050, seed=k), 22050)
-    sf.write(root / "utt3.mp3", speech_like(0.8, 44100, seed=3), 44100)  # other format, other rate
-    return root
-
-
 def fast_args(root: Path, runs: Path, steps: int, cache: Path) -> list[str]:
     """The tiny-cpu recipe, shrunk further so a test trains in seconds."""
     return [

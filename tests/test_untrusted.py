@@ -14,8 +14,8 @@ from audiodiff.cli import main
 from audiodiff.pretrained import load_any
 from audiodiff.train_cli import run_training
 from conftest import make_tiny_model
-from test_interruption import ONE_THREAD, torch_threads  # noqa: F401 - torch_threads is a fixture
-from test_training import fast_args, speech_dir  # noqa: F401 - speech_dir is a fixture
+from test_interruption import ONE_THREAD
+from test_training import fast_args
 
 
 class Payload:
