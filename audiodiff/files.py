@@ -29,6 +29,8 @@ def write_atomically(path: PathLike, write: Callable[[Path], None]) -> Path:
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         write(tmp)
+        # some writers (safetensors) create their file 0600; give it the mode open() would
+        os.chmod(tmp, 0o666 & ~_umask())
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -37,6 +39,17 @@ def write_atomically(path: PathLike, write: Callable[[Path], None]) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+def _umask() -> int:
+    """The process umask, read from ``/proc`` where Linux offers it (``os.umask`` changes it while reading)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_text(path: PathLike, text: str) -> Path:

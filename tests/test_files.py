@@ -29,3 +29,17 @@ def test_write_json_refuses_nan_unless_allowed(tmp_path):
     assert not list(tmp_path.iterdir())
     write_json(tmp_path / "x.json", {"v": float("nan")}, allow_nan=True)
     assert "NaN" in (tmp_path / "x.json").read_text()
+
+
+def test_written_files_get_the_umask_mode_even_from_writers_that_make_them_private(tmp_path):
+    import os
+    import stat
+
+    def private_writer(tmp):  # safetensors creates its files 0600
+        tmp.write_bytes(b"x")
+        os.chmod(tmp, 0o600)
+
+    path = write_atomically(tmp_path / "model.safetensors", private_writer)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask
