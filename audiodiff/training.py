@@ -19,7 +19,10 @@ from audiodiff.diffusion.schedule import SCHEDULES
 from audiodiff.mel import mel_preset
 from audiodiff.metrics import mel_l1_distance, multi_resolution_stft_distance
 from audiodiff.model import denoiser_config
-from audiodiff.pretrained import CHECKPOINT_CONFIG_KEY, AudioDiffusion, ModelConfig
+from audiodiff.pretrained import CHECKPOINT_CONFIG_KEY, AudioDiffusion, ModelConfig, ModelFileError, load_any
+
+#: Checkpoint key of the training steps the ``init_from`` model had before this run.
+INITIAL_STEP_KEY = "audiodiff_initial_step"
 
 
 def build_model_config(
@@ -91,6 +94,11 @@ class DiffusionModule(pl.LightningModule):
             the data module's ``labels`` by ``audiodiff train``, so not set by hand there.
         label_dropout: Probability that a training example's class is replaced by the null
             class, so one model samples both with and without a class (classifier-free guidance).
+        init_from: Start from this model's weights (a ``.safetensors`` file, a ``.ckpt``, or a
+            shipped model's name such as ``speech-22k``) instead of random ones, to keep improving
+            it. Its configuration must equal the recipe's. Exported models count its training
+            steps plus this run's (``training_step``). The optimiser and EMA start fresh; to
+            continue an interrupted run use ``--ckpt_path`` instead.
     """
 
     def __init__(
@@ -110,6 +118,7 @@ class DiffusionModule(pl.LightningModule):
         val_seed: int = 0,
         class_names: list[str] | None = None,
         label_dropout: float = 0.15,
+        init_from: str | None = None,
     ) -> None:
         super().__init__()
         if not 0.0 <= label_dropout < 1.0:
@@ -119,9 +128,24 @@ class DiffusionModule(pl.LightningModule):
             size, conditional, mel_preset, mel_overrides, schedule, denoiser_overrides, sample_rate, class_names
         )
         self.model = AudioDiffusion(self.model_config)
+        self.initial_step = self._load_initial_weights(init_from) if init_from else 0
         self.register_buffer(
             "alpha_bars", torch.from_numpy(self.model.schedule.alpha_bars).float(), persistent=False
         )
+
+    def _load_initial_weights(self, path: str) -> int:
+        """Copy the weights of the model at ``path`` into the network; returns its training steps.
+
+        Raises :class:`~audiodiff.pretrained.ModelFileError` when the file is unreadable or its
+        configuration differs from the recipe's (naming the fields that differ).
+        """
+        source = load_any(path)
+        differences = config_differences(source.config, self.model_config)
+        if differences:
+            raise ModelFileError(path, "cannot start from it: its configuration differs from the recipe's in "
+                                 + "; ".join(differences))
+        self.model.network.load_state_dict(source.network.state_dict())
+        return source.config.training_step
 
     # Linked into the data module by the CLI, so the sample rate is written once.
     @property
@@ -248,7 +272,30 @@ class DiffusionModule(pl.LightningModule):
             self.model.network.parameters(), lr=self.hparams.learning_rate, weight_decay=self.hparams.weight_decay
         )
 
+    @property
+    def total_steps(self) -> int:
+        """Training steps of the weights: the ``init_from`` model's plus this run's."""
+        return self.initial_step + int(self.global_step)
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         config = self.model_config.to_dict()
-        config["training_step"] = int(self.global_step)
+        config["training_step"] = self.total_steps
         checkpoint[CHECKPOINT_CONFIG_KEY] = config
+        checkpoint[INITIAL_STEP_KEY] = self.initial_step
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.initial_step = int(checkpoint.get(INITIAL_STEP_KEY, 0))
+
+
+def config_differences(found: ModelConfig, wanted: ModelConfig) -> list[str]:
+    """``"field: found vs wanted"`` for each field (nested with dots) in which two model configs differ,
+    leaving out the training step and stored schedules (which do not change the network)."""
+    def flat(data: Any, prefix: str = "") -> dict[str, Any]:
+        if not isinstance(data, dict):
+            return {prefix: data}
+        return {k: v for key, value in data.items() for k, v in flat(value, f"{prefix}{key}.").items()}
+
+    ignored = ("training_step", "schedules")
+    a, b = ({k.rstrip("."): v for k, v in flat(c.to_dict()).items() if not k.startswith(ignored)}
+            for c in (found, wanted))
+    return [f"{key}: {a.get(key)!r} vs {b.get(key)!r}" for key in sorted(set(a) | set(b)) if a.get(key) != b.get(key)]

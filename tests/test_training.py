@@ -151,3 +151,52 @@ def test_ema_callback_averages_like_the_formula():
             d = min(0.5, (1 + n) / (10 + n))
             expected = d * expected + (1 - d) * value
     assert torch.allclose(averaged.module.weight, expected)
+
+
+def test_init_from_continues_the_weights_and_counts_steps(tmp_path: Path, speech_dir: Path, capsys):
+    runs, cache = tmp_path / "runs", tmp_path / "cache"
+    run_training(fast_args(speech_dir, runs, 2, cache))
+    first = tmp_path / "first.safetensors"
+    assert main(["export", str(next(runs.rglob("last.ckpt"))), "-o", str(first), "--half"]) == 0
+    start = load_model(first)
+
+    runs2 = tmp_path / "runs2"
+    cli = run_training(fast_args(speech_dir, runs2, 3, cache) + ["--init-from", str(first)])
+    assert cli.trainer.global_step == 3 and cli.model.initial_step == 2
+    # the run starts from the file's weights (the optimiser then moves them; the first step's
+    # update is at most lr * a few in Adam, so the weights stay close to the start)
+    current = cli.model.model.network.input_projection.weight.detach()
+    assert (current - start.network.input_projection.weight).abs().max() < 0.1
+    second = tmp_path / "second.safetensors"
+    assert main(["export", str(next(runs2.rglob("last.ckpt"))), "-o", str(second)]) == 0
+    assert load_model(second).config.training_step == 2 + 3, "cumulative steps"
+
+    # resuming the init-from run keeps counting from the file's steps
+    resumed = run_training(fast_args(speech_dir, runs2, 4, cache) + ["--init-from", str(first),
+                                                                       "--ckpt_path", str(next(runs2.rglob("last.ckpt")))])
+    assert resumed.model.total_steps == 2 + 4
+
+
+def test_init_from_a_model_of_another_shape_is_one_line(tmp_path: Path, speech_dir: Path, capsys):
+    other = tmp_path / "other.safetensors"
+    from conftest import make_tiny_model
+    make_tiny_model().save(other)  # 12 layers of 32 channels; the test recipe has 3 of 8
+    with pytest.raises(SystemExit) as exit_info:
+        run_training(fast_args(speech_dir, tmp_path / "runs", 2, tmp_path / "cache") + ["--init-from", str(other)])
+    message = str(exit_info.value)
+    assert message.startswith(f"error: {other}: cannot start from it")
+    assert "denoiser.residual_channels: 32 vs 8" in message and "denoiser.residual_layers: 12 vs 3" in message
+    with pytest.raises(SystemExit, match="no such model file"):
+        run_training(fast_args(speech_dir, tmp_path / "runs", 2, tmp_path / "cache")
+                     + ["--init-from", str(tmp_path / "missing.safetensors")])
+
+
+def test_last_checkpoint_holds_the_final_step_off_the_interval(tmp_path: Path, speech_dir: Path):
+    runs = tmp_path / "runs"
+    # last.ckpt is saved every 2 steps; 3 steps end between two saves
+    cli = run_training(fast_args(speech_dir, runs, 3, tmp_path / "cache"))
+    assert cli.trainer.global_step == 3
+    last = next(runs.rglob("last.ckpt"))
+    checkpoint = torch.load(last, map_location="cpu", weights_only=True)
+    assert checkpoint["global_step"] == 3 and load_checkpoint(last).config.training_step == 3
+    assert not list(runs.rglob(".*.tmp")), "written atomically"
