@@ -91,14 +91,16 @@ def chunk_frames_for(seconds: float, sample_rate: int, hop_length: int) -> int:
 
 
 def chunked_eps_fn(network: DiffWave, mel: Tensor, step_fn: StepFn, chunk_frames: int,
-                   halo: int | None = None) -> Callable[[Tensor, float], Tensor]:
+                   halo: int | None = None, denoise: Callable[..., Tensor] | None = None,
+                   ) -> Callable[[Tensor, float], Tensor]:
     """A noise predictor ``(x (B, frames * hop), sigma) -> eps (B, frames * hop)`` for a long ``mel``.
 
     ``mel`` is ``(B, n_mels, frames)``. Each call runs ``network`` once per chunk on the chunk's
     window of ``x`` and of the mel (conditioning computed for the window only) and writes the
     chunk's part of the prediction. ``halo`` defaults to :func:`halo_frames` (smaller halos are
-    for tests that show why it is needed).
+    for tests that show why it is needed). ``denoise`` replaces ``network.denoise`` (a compiled one).
     """
+    denoise = network.denoise if denoise is None else denoise
     hop = network.config.hop_length
     chunks = plan_chunks(mel.shape[-1], chunk_frames, halo_frames(network.config) if halo is None else halo)
 
@@ -108,7 +110,7 @@ def chunked_eps_fn(network: DiffWave, mel: Tensor, step_fn: StepFn, chunk_frames
         for chunk in chunks:
             window = x[:, chunk.window_start * hop: chunk.window_stop * hop]
             conditioning = network.condition(mel[..., chunk.window_start: chunk.window_stop], cache_projections=False)
-            prediction = network.denoise(window, steps, conditioning)
+            prediction = denoise(window, steps, conditioning)
             keep = slice(chunk.offset * hop, (chunk.offset + chunk.stop - chunk.start) * hop)
             eps[:, chunk.start * hop: chunk.stop * hop] = prediction[:, keep]
         return eps

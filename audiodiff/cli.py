@@ -78,7 +78,11 @@ def cmd_vocode(args: argparse.Namespace) -> int:
     chunk_seconds = _chunk_seconds(args.chunk_seconds)
     if args.threads:
         torch.set_num_threads(args.threads)
-    model = _load_model(args.model, _resolve_device(args.device))
+    device = _resolve_device(args.device)
+    model = _load_model(args.model, device)
+    precision = _precision(args.precision, device)
+    if args.compile:
+        model.compile_denoiser()
     if not model.network.conditional:
         raise CommandError(f"{args.model}: a model without mel conditioning cannot vocode; use 'audiodiff generate'", EXIT_USAGE)
     n_steps = _choose_sampler(args, model)
@@ -98,7 +102,7 @@ def cmd_vocode(args: argparse.Namespace) -> int:
     try:
         for group in batches(items, args.batch_size, max_frames):
             waves = vocode_batch(model, group, sampler=args.sampler, steps=args.steps, seed=args.seed,
-                                 chunk_seconds=chunk_seconds,
+                                 chunk_seconds=chunk_seconds, precision=precision,
                                  callback=lambda i, n, g=len(group): bar.update(g))
             for (_, item), wave in zip(group, waves):
                 target = out_dir / f"{item.name}.wav"
@@ -141,7 +145,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     if args.seconds < MIN_SECONDS:
         raise CommandError(f"--seconds must be at least {MIN_SECONDS}, got {args.seconds:g}", EXIT_USAGE)
-    model = _load_model(args.model, _resolve_device(args.device))
+    device = _resolve_device(args.device)
+    model = _load_model(args.model, device)
+    if args.compile:
+        model.compile_denoiser()
     if model.network.conditional:
         raise CommandError(f"{args.model}: a vocoder (mel-conditioned) cannot generate; use 'audiodiff vocode'",
                            EXIT_USAGE)
@@ -160,6 +167,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     try:
         for clip, audio in generate_clips(model, clips, num_samples, guidance=args.guidance, sampler=args.sampler,
                                           steps=args.steps, batch_size=args.batch_size,
+                                          precision=_precision(args.precision, device),
                                           callback=_batch_progress(bar, clips, args.batch_size)):
             target = save_audio(out_dir / clip.file_name, audio, model.sample_rate)
             done.append((clip, audio))
@@ -469,11 +477,13 @@ def _search_clips(args: argparse.Namespace, model) -> list:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    import torch
+
     from audiodiff.pretrained import load_checkpoint
 
     model = load_checkpoint(args.checkpoint)
-    target = model.save(args.output)
-    print(f"wrote {target} (EMA weights, step {model.config.training_step}, "
+    target = model.save(args.output, dtype=torch.float16 if args.half else None)
+    print(f"wrote {target} (EMA weights{', float16' if args.half else ''}, step {model.config.training_step}, "
           f"{target.stat().st_size / 1e6:.1f} MB)")
     return EXIT_OK
 
@@ -496,9 +506,15 @@ def cmd_train(argv: Sequence[str]) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from audiodiff.demo import run_demo
+    from audiodiff.demo import run_demo, run_shipped_demo
 
-    run_demo(audio_path=args.audio, out_dir=Path(args.out), minutes=args.minutes, seed=args.seed)
+    if args.train_minutes is not None:
+        if args.train_minutes <= 0:
+            raise CommandError(f"--train-minutes must be positive, got {args.train_minutes:g}", EXIT_USAGE)
+        run_demo(audio_path=args.audio, out_dir=Path(args.out), minutes=args.train_minutes, seed=args.seed)
+        return EXIT_OK
+    inputs = [Path(args.audio)] if args.audio else None
+    run_shipped_demo(Path(args.out), model_name=args.model, inputs=inputs, seconds=args.seconds, seed=args.seed)
     return EXIT_OK
 
 
@@ -520,6 +536,22 @@ def _add_sampling_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
 
 
+def _add_engine_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                        help="the network's arithmetic: auto = bf16 on a GPU (faster, audibly the same; see "
+                             "benchmarks/RESULTS.md), fp32 on a CPU; the sampler itself is always fp32")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the network first: tens of seconds per new input length, then "
+                             "faster steps (for many equal-length batches)")
+
+
+def _precision(name: str, device: str) -> str:
+    """``--precision`` for ``device``: ``auto`` is bf16 on CUDA and fp32 elsewhere."""
+    if name != "auto":
+        return name
+    return "bf16" if device.startswith("cuda") else "fp32"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="audiodiff", description="A DiffWave-style diffusion vocoder.")
     parser.add_argument("--verbose", action="store_true", help="show tracebacks and debug logs")
@@ -535,7 +567,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("vocode", help="mel files (.npy/.npz/.pt) or audio files -> wavs")
     p.add_argument("inputs", nargs="+", help="mel files, or audio files to resynthesise")
-    p.add_argument("--model", "-m", required=True, help="a .safetensors model (or a .ckpt checkpoint)")
+    p.add_argument("--model", "-m", default="speech-22k",
+                   help="a .safetensors model, a .ckpt checkpoint, or a shipped model's name "
+                        "(default: speech-22k, the shipped 22.05 kHz speech vocoder, hifigan mels)")
     p.add_argument("--out", "-o", default="vocoded", help="output folder (default: vocoded/)")
     p.add_argument("--batch-size", type=int, default=8, help="inputs vocoded together (default 8)")
     p.add_argument("--max-batch-gb", type=float, default=2.0,
@@ -546,10 +580,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     p.add_argument("--quiet", "-q", action="store_true")
     _add_sampling_args(p)
+    _add_engine_args(p)
     p.set_defaults(func=cmd_vocode)
 
     p = add("generate", help="generate sounds with an unconditional or class-conditional model")
-    p.add_argument("--model", "-m", required=True, help="a .safetensors model (or a .ckpt checkpoint)")
+    p.add_argument("--model", "-m", default="sfx-22k",
+                   help="a .safetensors model, a .ckpt checkpoint, or a shipped model's name "
+                        "(default: sfx-22k, the shipped sound-effects generator)")
     p.add_argument("--class", dest="classes", action="append", metavar="NAME",
                    help="class to generate (repeatable); default: the null class (unconditional)")
     p.add_argument("--all-classes", action="store_true", help="generate --n clips of every class")
@@ -564,6 +601,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     p.add_argument("--quiet", "-q", action="store_true")
     _add_sampling_args(p)
+    _add_engine_args(p)
     p.set_defaults(func=cmd_generate)
 
     p = add("eval", help="objective quality metrics: two folders of audio, or a vocoder on held-out audio",
@@ -636,6 +674,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("export", help="training checkpoint (.ckpt) -> .safetensors model (EMA weights)")
     p.add_argument("checkpoint")
     p.add_argument("-o", "--output", required=True)
+    p.add_argument("--half", action="store_true",
+                   help="store the weights as float16 (half the size; loading converts them back to float32)")
     p.set_defaults(func=cmd_export)
 
     p = add("import-diffwave", help="reference DiffWave checkpoint -> .safetensors model")
@@ -643,10 +683,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True)
     p.set_defaults(func=cmd_import_diffwave)
 
-    p = add("demo", help="train a tiny vocoder on a speech clip for a few minutes (CPU) and vocode it")
-    p.add_argument("--audio", default=None, help="speech clip to train on (default: the clip under tests/data/)")
+    p = add("demo", help="vocode the shipped held-out speech with the shipped vocoder (or: train a tiny one)",
+            description="Vocode the held-out speech clips that ship with the package with the shipped speech "
+                        "vocoder, from their mels and from a (frames, n_mels) mel file as a TTS writes it; "
+                        "writes wavs and input-vs-vocoded mel comparisons. With --train-minutes, train the "
+                        "tiny-cpu recipe on one clip for that long and vocode it instead.")
+    p.add_argument("--audio", default=None,
+                   help="a speech clip to vocode (default: the shipped examples) or, with --train-minutes, to "
+                        "train on (default: the clip under tests/data/)")
+    p.add_argument("--model", "-m", default=None, help="vocoder to use (default: the shipped speech-22k)")
+    p.add_argument("--seconds", type=float, default=None, help="vocode only each clip's first seconds")
     p.add_argument("--out", default="demo-out", help="output folder (default: demo-out/)")
-    p.add_argument("--minutes", type=float, default=2.0, help="training time (default 2)")
+    p.add_argument("--train-minutes", type=float, default=None, metavar="M",
+                   help="train the tiny-cpu recipe on a clip for M minutes on the CPU, then vocode it")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_demo)
     return parser

@@ -76,6 +76,7 @@ def generate_clips(
     steps: int | None = None,
     batch_size: int = 16,
     callback: Callable[[int, int], None] | None = None,
+    precision: str = "fp32",
 ) -> Iterator[tuple[Clip, Tensor]]:
     """Yield ``(clip, audio (num_samples,))`` for every clip, generated ``batch_size`` at a time.
 
@@ -85,6 +86,7 @@ def generate_clips(
         audio = model.generate(
             len(batch), num_samples, labels=batch[0].label, guidance=guidance,
             sampler=sampler, steps=steps, seed=[c.seed for c in batch], callback=callback,
+            precision=precision,
         )
         yield from zip(batch, audio.cpu())
 

@@ -23,6 +23,7 @@ import json
 import math
 import os
 import re
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -54,6 +55,18 @@ SCHEDULE_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 #: Cached per-block conditioner projections may use this much memory; beyond it they are
 #: recomputed at each step (the upsampled mel is still computed once).
 DEFAULT_CONDITIONING_BUDGET = 2 * 2**30
+#: The models inside the package (``audiodiff/models/<name>.safetensors``), by name: wherever a
+#: model path is taken, one of these names works too. See the README's model card.
+SHIPPED_MODELS = {
+    "speech-22k": "a 22.05 kHz speech vocoder, hifigan mel convention (80 bins, hop 256, fmax 8 kHz)",
+    "sfx-22k": "a 22.05 kHz sound-effects generator with classes (classifier-free guidance)",
+}
+#: What ``vocode`` and ``generate`` (CLI and API) use when no model is given.
+DEFAULT_VOCODER = "speech-22k"
+DEFAULT_GENERATOR = "sfx-22k"
+#: ``precision`` of the network during sampling: autocast dtype (``None``: plain float32). The
+#: sampler's own arithmetic stays in float32 (or float64) whatever the precision.
+PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class ModelFileError(Exception):
@@ -263,6 +276,37 @@ class AudioDiffusion(nn.Module):
         self.network = DiffWave(config.denoiser)
         self.mel_frontend = MelSpectrogram(config.mel) if config.mel is not None else None
         self.schedule = NoiseSchedule(config.schedule)
+        self._denoise: Callable[..., Tensor] = self.network.denoise
+
+    def compile_denoiser(self, mode: str | None = None, dynamic: bool | None = None) -> "AudioDiffusion":
+        """Sample with a ``torch.compile``-d denoiser from now on (returns ``self``).
+
+        ``mode`` and ``dynamic`` are ``torch.compile``'s (``"reduce-overhead"`` adds CUDA graphs).
+        The first call for each new input shape compiles (tens of seconds); the speed-up and
+        the compile cost are in ``benchmarks/RESULTS.md``. Pays off when many equal-length
+        batches are vocoded, e.g. a server, not for one file.
+        """
+        self._denoise = torch.compile(self.network.denoise, mode=mode, dynamic=dynamic)
+        return self
+
+    def autocast(self, precision: str = "fp32"):
+        """The autocast context of ``precision`` (a key of :data:`PRECISIONS`) on the model's device."""
+        if precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {precision!r}; choose one of {list(PRECISIONS)}")
+        dtype = PRECISIONS[precision]
+        return nullcontext() if dtype is None else torch.autocast(self.device.type, dtype=dtype)
+
+    def _with_precision(self, eps_fn: EpsFn, precision: str) -> EpsFn:
+        """``eps_fn`` with the network under ``precision`` and its result in float32."""
+        if PRECISIONS.get(precision, "?") is None:
+            return eps_fn
+
+        def predict(x: Tensor, sigma: float) -> Tensor:
+            with self.autocast(precision):
+                eps = eps_fn(x, sigma)
+            return eps.float()
+
+        return predict
 
     @property
     def device(self) -> torch.device:
@@ -348,7 +392,7 @@ class AudioDiffusion(nn.Module):
         """A noise predictor ``(x (B, T), sigma) -> eps (B, T)`` for the samplers."""
 
         def predict(x: Tensor, sigma: float) -> Tensor:
-            return self.network.denoise(x, self.steps_for(x, sigma), conditioning)
+            return self._denoise(x, self.steps_for(x, sigma), conditioning)
 
         return predict
 
@@ -368,13 +412,16 @@ class AudioDiffusion(nn.Module):
         seed: Seed = None,
         callback: Callable[[int, int], None] | None = None,
         guidance: float | None = None,
+        precision: str = "fp32",
     ) -> Tensor:
         """Run ``sampler`` from standard normal noise of ``shape`` ``(B, T)``; returns ``(B, T)``.
 
         With ``guidance``, ``conditioning`` is for ``2B`` rows (the classes, then the null
         class) and each step combines the two predictions (classifier-free guidance).
+        ``precision`` (``fp32``, ``bf16``, ``fp16``) is the network's autocast dtype; the
+        sampler's arithmetic and the returned audio are float32.
         """
-        eps_fn = self.eps_fn(conditioning)
+        eps_fn = self._with_precision(self.eps_fn(conditioning), precision)
         if guidance is not None:
             eps_fn = classifier_free_guidance(eps_fn, guidance)
         return self._run_sampler(eps_fn, shape, sampler=sampler, steps=steps, seed=seed, callback=callback)
@@ -414,6 +461,7 @@ class AudioDiffusion(nn.Module):
         callback: Callable[[int, int], None] | None = None,
         conditioning_budget: int = DEFAULT_CONDITIONING_BUDGET,
         chunk_seconds: float | str | None = "auto",
+        precision: str = "fp32",
     ) -> Tensor:
         """Mel ``(B, n_mels, frames)`` or ``(n_mels, frames)`` -> audio ``(B, frames * hop)``.
 
@@ -429,10 +477,13 @@ class AudioDiffusion(nn.Module):
         on a GPU; ``None`` never chunks. An int ``seed`` gives batch row ``k`` the seed
         ``seed + k`` (a list gives one seed per row): the same seed gives the same audio, on any device.
         ``sampler`` is a name of :meth:`sigmas` (built-in or stored, e.g. ``"searched-4"``) or a
-        :class:`SamplingSchedule` with explicit levels.
+        :class:`SamplingSchedule` with explicit levels. ``precision`` ``bf16`` or ``fp16`` runs the
+        network (and the cached conditioning) in that autocast dtype, which is faster on a GPU;
+        the sampler's arithmetic stays float32.
         """
         if self.mel_frontend is None:
             raise ValueError("this model is unconditional; use generate()")
+        self.autocast(precision)  # an unknown precision fails before any work
         from audiodiff.vocoding import orient_mel  # vocoding imports this module
 
         mel = orient_mel(mel, self.config.denoiser.n_mels, "mel").to(self.device)
@@ -442,13 +493,16 @@ class AudioDiffusion(nn.Module):
         chunk_frames = None if chunk_seconds is None else chunk_frames_for(chunk_seconds, self.sample_rate,
                                                                            self.hop_length)
         if chunk_frames is not None and mel.shape[-1] > chunk_frames:
-            eps_fn = chunked_eps_fn(self.network, mel, self.steps_for, chunk_frames)
+            eps_fn = chunked_eps_fn(self.network, mel, self.steps_for, chunk_frames, denoise=self._denoise)
             with torch.inference_mode():
-                return self._run_sampler(eps_fn, shape, sampler=sampler, steps=steps, seed=seed, callback=callback)
-        cache = self.network.conditioning_bytes(*shape) <= conditioning_budget
-        with torch.inference_mode():
+                return self._run_sampler(self._with_precision(eps_fn, precision), shape, sampler=sampler,
+                                         steps=steps, seed=seed, callback=callback)
+        element_size = 4 if PRECISIONS[precision] is None else 2
+        cache = self.network.conditioning_bytes(*shape, element_size=element_size) <= conditioning_budget
+        with torch.inference_mode(), self.autocast(precision):
             conditioning = self.network.condition(mel, cache_projections=cache)
-        return self.sample(conditioning, shape, sampler=sampler, steps=steps, seed=seed, callback=callback)
+        return self.sample(conditioning, shape, sampler=sampler, steps=steps, seed=seed, callback=callback,
+                           precision=precision)
 
     def generate(
         self,
@@ -461,6 +515,7 @@ class AudioDiffusion(nn.Module):
         steps: int | None = None,
         seed: Seed = None,
         callback: Callable[[int, int], None] | None = None,
+        precision: str = "fp32",
     ) -> Tensor:
         """Generate ``n`` clips of ``num_samples`` samples: ``(n, num_samples)``.
 
@@ -469,7 +524,7 @@ class AudioDiffusion(nn.Module):
         the classifier-free guidance weight ``w`` in ``eps_null + w * (eps_class - eps_null)``:
         1 is plain conditional sampling (one network call per step), 0 the null class, above 1
         stronger adherence to the class (two predictions per step, batched into one call).
-        An unconditional model takes neither. Seeds work as in :meth:`vocode`.
+        An unconditional model takes neither. Seeds and ``precision`` work as in :meth:`vocode`.
         """
         if self.network.conditional:
             raise ValueError("this model is mel-conditioned; use vocode()")
@@ -478,16 +533,17 @@ class AudioDiffusion(nn.Module):
         if not self.network.class_conditional:
             if labels is not None or guidance != 1.0:
                 raise ValueError("this model is unconditional: it takes no class and no guidance")
-            return self.sample(None, (n, num_samples), sampler=sampler, steps=steps, seed=seed, callback=callback)
+            return self.sample(None, (n, num_samples), sampler=sampler, steps=steps, seed=seed, callback=callback,
+                               precision=precision)
         ids = self.class_ids(labels, n)
-        with torch.inference_mode():
+        with torch.inference_mode(), self.autocast(precision):
             if guidance == 1.0 or bool((ids == self.config.denoiser.null_class).all()):
                 return self.sample(self.network.condition(None, labels=ids), (n, num_samples), sampler=sampler,
-                                   steps=steps, seed=seed, callback=callback)
+                                   steps=steps, seed=seed, callback=callback, precision=precision)
             null = torch.full_like(ids, self.config.denoiser.null_class)
             pairs = self.network.condition(None, labels=torch.cat([ids, null]))
         return self.sample(pairs, (n, num_samples), sampler=sampler, steps=steps, seed=seed,
-                           callback=callback, guidance=guidance)
+                           callback=callback, guidance=guidance, precision=precision)
 
     def class_ids(self, labels: Labels, n: int) -> Tensor:
         """Class ids ``(n,)`` on the model's device from names/ids; ``None`` is the null class."""
@@ -507,12 +563,16 @@ class AudioDiffusion(nn.Module):
         return torch.tensor(ids, dtype=torch.long, device=self.device)
 
     # -------------------------------------------------------------- files
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write weights and config as one ``.safetensors`` file, atomically."""
+    def save(self, path: str | os.PathLike, dtype: torch.dtype | None = None) -> Path:
+        """Write weights and config as one ``.safetensors`` file, atomically.
+
+        ``dtype=torch.float16`` halves the file (the shipped models); loading converts back to float32.
+        """
         from safetensors.torch import save_file
 
         path = Path(path)
-        tensors = {k: v.detach().cpu().contiguous() for k, v in self.network.state_dict().items()}
+        tensors = {k: v.detach().cpu().to(dtype if dtype is not None and v.is_floating_point() else v.dtype).contiguous()
+                   for k, v in self.network.state_dict().items()}
         metadata = {
             "format": FORMAT_NAME,
             "format_version": str(self.config.format_version),
@@ -603,12 +663,34 @@ def _read_tensors(path: Path) -> dict[str, Tensor]:
     return load_file(str(path))
 
 
-def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> AudioDiffusion:
-    """Load a ``.safetensors`` model written by :meth:`AudioDiffusion.save` (no unpickling)."""
+def shipped_model_path(name: str) -> Path:
+    """The file of the shipped model ``name`` (a key of :data:`SHIPPED_MODELS`)."""
+    if name not in SHIPPED_MODELS:
+        raise ValueError(f"no shipped model {name!r}; shipped: {', '.join(SHIPPED_MODELS)}")
+    return Path(__file__).resolve().parent / "models" / f"{name}.safetensors"
+
+
+def resolve_model_path(path_or_name: str | os.PathLike) -> Path:
+    """A shipped model's name (``speech-22k``, ``sfx-22k``) -> its file; anything else -> itself.
+
+    A file of that name in the working directory wins over the shipped model.
+    """
+    if isinstance(path_or_name, str) and path_or_name in SHIPPED_MODELS and not Path(path_or_name).exists():
+        return shipped_model_path(path_or_name)
+    return Path(path_or_name)
+
+
+def load_model(path: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> AudioDiffusion:
+    """Load a ``.safetensors`` model written by :meth:`AudioDiffusion.save` (no unpickling).
+
+    ``path`` may also name a shipped model (:data:`SHIPPED_MODELS`); ``None`` loads the shipped
+    speech vocoder (:data:`DEFAULT_VOCODER`). Half-precision weights are loaded as float32.
+    """
+    path = resolve_model_path(DEFAULT_VOCODER if path is None else path)
     config = _config_from_dict(path, read_metadata(path))
     model = AudioDiffusion(config)
     try:
-        state = _read_tensors(Path(path))
+        state = {k: v.float() if v.is_floating_point() else v for k, v in _read_tensors(Path(path)).items()}
         model.network.load_state_dict(state, strict=True)
     except Exception as error:  # noqa: BLE001 - safetensors/torch errors on damaged files
         raise ModelFileError(path, f"weights unreadable or do not match the stored config: {_first_line(error)}") from None
@@ -651,7 +733,8 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
 
 
 def load_any(path: str | os.PathLike, device: str | torch.device = "cpu") -> AudioDiffusion:
-    """A ``.safetensors`` model or, for convenience, a ``.ckpt`` training checkpoint."""
+    """A ``.safetensors`` model (or a shipped model's name) or, for convenience, a ``.ckpt`` training checkpoint."""
+    path = resolve_model_path(path)
     if Path(path).suffix == ".ckpt":
         return load_checkpoint(path, device)
     return load_model(path, device)

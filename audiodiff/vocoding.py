@@ -215,11 +215,12 @@ def vocode_batch(
     seed: int,
     callback: Callable[[int, int], None] | None = None,
     chunk_seconds: float | str | None = "auto",
+    precision: str = "fp32",
 ) -> list[Tensor]:
-    """Synthesise a group; item ``i`` of the job uses seed ``seed + i`` (``chunk_seconds`` as in
-    :meth:`AudioDiffusion.vocode`). Returns ``(frames_i * hop,)`` each."""
+    """Synthesise a group; item ``i`` of the job uses seed ``seed + i`` (``chunk_seconds`` and
+    ``precision`` as in :meth:`AudioDiffusion.vocode`). Returns ``(frames_i * hop,)`` each."""
     mel = pad_mels([item.mel for _, item in group])
     seeds = [seed + index for index, _ in group]
     audio = model.vocode(mel, sampler=sampler, steps=steps, seed=seeds, callback=callback,
-                         chunk_seconds=chunk_seconds)
+                         chunk_seconds=chunk_seconds, precision=precision)
     return [audio[row, : item.mel.shape[-1] * model.hop_length].cpu() for row, (_, item) in enumerate(group)]

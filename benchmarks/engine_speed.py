@@ -1,0 +1,192 @@
+"""Inference engine speed: the reference ``diffwave`` loop vs our engine settings, same weights and mel.
+
+One size (default base), the 6-step fast schedule, for each batch size: first the reference
+package's sampling loop (fp32, as ``diffwave.inference.predict`` runs; see ``vocode_speed.py``),
+then ``AudioDiffusion.vocode`` under each engine of ``--engines``:
+
+* ``fp32-seeded``: fp32, ``seed=0`` -- noise drawn on the CPU per batch row, so the same seed
+  gives the same audio on any device (the CLI's behaviour);
+* ``fp32``, ``bf16``, ``fp16``: the network under that autocast dtype (sampler arithmetic stays
+  fp32), noise drawn on the device as the reference does;
+* ``bf16-compile``: ``bf16`` plus ``compile_denoiser()`` (``torch.compile``, default mode);
+* ``bf16-graphs``: ``bf16`` plus ``compile_denoiser(mode="reduce-overhead")`` (CUDA graphs).
+
+Every engine gets a freshly loaded model. RTF = audio seconds per wall second, median of
+``--repeats`` runs after one warm-up run (the warm-up, which includes any compilation, is
+reported as ``warmup s``); ``x ref`` = our RTF / the reference's RTF measured in the same run.
+The batch-1 row is the latency of one ``--seconds`` utterance. The JSON (``--json``) is
+rewritten after every row, so a run cut short keeps what it measured. ``--profile`` adds the
+top CUDA kernels of one bf16 vocode at the largest batch (``torch.profiler``).
+
+    python benchmarks/engine_speed.py --device cuda --json engine.json --profile
+    python benchmarks/engine_speed.py --device cpu --batch 1 --seconds 1 --engines fp32 bf16   # a CPU check
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import (  # noqa: E402
+    HOP,
+    SAMPLE_RATE,
+    PeakMemory,
+    fmt,
+    load_ours,
+    load_reference,
+    machine_info,
+    machine_lines,
+    markdown_table,
+    parser_from_doc,
+    save_reference_checkpoint,
+    synchronize,
+    write_json,
+)
+from vocode_speed import N_MELS, reference_sample  # noqa: E402
+
+ENGINES: dict[str, dict[str, Any]] = {
+    "fp32-seeded": dict(precision="fp32", seeded=True),
+    "fp32": dict(precision="fp32"),
+    "bf16": dict(precision="bf16"),
+    "fp16": dict(precision="fp16"),
+    "bf16-compile": dict(precision="bf16", compile="default"),
+    "bf16-graphs": dict(precision="bf16", compile="reduce-overhead"),
+}
+
+
+def time_runs(run: Callable[[], torch.Tensor], device: str, repeats: int, expected: tuple[int, int]) -> dict[str, Any]:
+    """One warm-up and ``repeats`` timed calls of ``run``; wall times and peak memory."""
+    times = []
+    with PeakMemory(device) as memory:
+        for _ in range(repeats + 1):
+            synchronize(device)
+            start = time.perf_counter()
+            audio = run()
+            synchronize(device)
+            times.append(time.perf_counter() - start)
+            if tuple(audio.shape) != expected:
+                raise RuntimeError(f"audio {tuple(audio.shape)}, expected {expected}")
+            del audio
+    return {"warmup_s": times[0], "times_s": times[1:], "median_s": statistics.median(times[1:]),
+            "peak_mb": memory.mb}
+
+
+def engine_runner(checkpoint: Path, engine: str, mel: torch.Tensor, device: str) -> Callable[[], torch.Tensor]:
+    """A fresh model of ``checkpoint`` set up as ``engine``, as a zero-argument vocode call."""
+    settings = ENGINES[engine]
+    model = load_ours(checkpoint, device)
+    if settings.get("compile"):
+        model.compile_denoiser(mode=None if settings["compile"] == "default" else settings["compile"], dynamic=False)
+    seed = 0 if settings.get("seeded") else None
+    return lambda: model.vocode(mel, sampler="fast", seed=seed, precision=settings["precision"])
+
+
+def profile_table(checkpoint: Path, mel: torch.Tensor, device: str, rows: int = 15) -> str:
+    """The ``rows`` CUDA kernels that take the most time in one bf16 vocode of ``mel``."""
+    from torch.profiler import ProfilerActivity, profile
+
+    run = engine_runner(checkpoint, "bf16", mel, device)
+    run()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        run()
+        synchronize(device)
+    return prof.key_averages().table(sort_by="cuda_time_total", row_limit=rows, max_name_column_width=60)
+
+
+def parse_args(argv: list[str] | None):
+    parser = parser_from_doc(__doc__)
+    parser.add_argument("--size", default="base", choices=["tiny", "base", "large"])
+    parser.add_argument("--batch", nargs="+", type=int, default=[1, 16, 64])
+    parser.add_argument("--seconds", type=float, default=5.0, help="audio per batch item (default 5)")
+    parser.add_argument("--engines", nargs="+", choices=list(ENGINES), default=list(ENGINES))
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--skip-reference", action="store_true")
+    parser.add_argument("--profile", action="store_true", help="print the top CUDA kernels of one bf16 vocode")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args(argv)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error("CUDA is not available")
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    torch.backends.cudnn.benchmark = True  # fixed shapes per row: let cuDNN pick its fastest kernels
+    frames = max(1, round(args.seconds * SAMPLE_RATE / HOP))
+    report: dict[str, Any] = {"benchmark": "engine_speed", "machine": machine_info(args.device),
+                              "settings": {k: v for k, v in vars(args).items() if k != "json"}, "rows": []}
+    with tempfile.TemporaryDirectory(prefix="engine-speed-") as tmp:
+        checkpoint = save_reference_checkpoint(args.size, Path(tmp) / args.size)
+        for batch in args.batch:
+            mel = torch.rand(batch, N_MELS, frames, generator=torch.Generator().manual_seed(batch)).to(args.device)
+            expected = (batch, frames * HOP)
+            audio_seconds = batch * frames * HOP / SAMPLE_RATE
+            reference_rtf = None
+            if not args.skip_reference:
+                try:  # the reference keeps all 30 skips alive at once: it runs out of memory first
+                    reference = load_reference(checkpoint, args.device)
+                    result = time_runs(lambda: reference_sample(reference, mel, True), args.device, args.repeats,
+                                       expected)
+                    reference_rtf = audio_seconds / result["median_s"]
+                except torch.OutOfMemoryError as error:
+                    result = {"error": f"OutOfMemoryError: {str(error).splitlines()[0][:160]}"}
+                add_row(report, args, batch, "reference", audio_seconds, result, reference_rtf)
+                reference = None
+                if args.device.startswith("cuda"):
+                    torch.cuda.empty_cache()
+            for engine in args.engines:
+                try:
+                    run = engine_runner(checkpoint, engine, mel, args.device)
+                    result = time_runs(run, args.device, args.repeats, expected)
+                except Exception as error:  # noqa: BLE001 - one engine failing must not end the run
+                    result = {"error": f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"}
+                add_row(report, args, batch, engine, audio_seconds, result, reference_rtf)
+                if args.device.startswith("cuda"):
+                    torch.cuda.empty_cache()
+        if args.profile and args.device.startswith("cuda"):
+            largest = max(args.batch)
+            mel = torch.rand(largest, N_MELS, frames).to(args.device)
+            report["profile"] = profile_table(checkpoint, mel, args.device)
+            print(report["profile"])
+    print(format_report(report))
+    if args.json:
+        write_json(args.json, report)
+    return report
+
+
+def add_row(report: dict[str, Any], args, batch: int, engine: str, audio_seconds: float,
+            result: dict[str, Any], reference_rtf: float | None) -> None:
+    """Append one measurement (with its RTF and ratio to the reference) and save the JSON so far."""
+    row = {"size": args.size, "batch": batch, "engine": engine, "steps": 6, "audio_seconds": audio_seconds, **result}
+    if "median_s" in result:
+        row["rtf"] = audio_seconds / result["median_s"]
+        row["x_reference"] = row["rtf"] / reference_rtf if reference_rtf else None
+    report["rows"].append(row)
+    print(f"  batch {batch} {engine}: " + (f"RTF {row['rtf']:.1f}" if "rtf" in row else row.get("error", "")),
+          file=sys.stderr, flush=True)
+    if args.json:
+        write_json(args.json, report)
+
+
+def format_report(report: dict[str, Any]) -> str:
+    settings = report["settings"]
+    headers = ["size", "batch", "engine", "audio s", "median s", "RTF", "x ref", "warmup s", "peak MB"]
+    table = [[r["size"], r["batch"], r["engine"], fmt(r["audio_seconds"]), fmt(r.get("median_s")), fmt(r.get("rtf")),
+              fmt(r.get("x_reference")), fmt(r.get("warmup_s")), fmt(r.get("peak_mb")) if "error" not in r
+              else r["error"][:60]] for r in report["rows"]]
+    lines = machine_lines(report["machine"])
+    lines.append(f"6-step fast schedule, {settings['seconds']:g} s per item, median of {settings['repeats']} runs "
+                 "after 1 warm-up; same random weights and mel for the reference and ours")
+    return "\n".join(lines + ["", markdown_table(headers, table)])
+
+
+if __name__ == "__main__":
+    main()
