@@ -3,8 +3,10 @@
 Python API::
 
     import audiodiff
+    model = audiodiff.load_model()                         # the shipped speech-22k vocoder
     model = audiodiff.load_model("my-vocoder.safetensors")
     audio = model.vocode(mel)     # (B, n_mels, frames) -> (B, frames * hop)
+    sfx = audiodiff.load_model("sfx-22k")                  # the shipped sound-effects generator
     mel = model.mel(audio)        # (B, T) -> (B, n_mels, T // hop)
 """
 

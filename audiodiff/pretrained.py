@@ -7,6 +7,7 @@ loading never falls back to module defaults and never unpickles anything.
 Python API::
 
     import audiodiff
+    model = audiodiff.load_model()       # the shipped speech vocoder (SHIPPED_MODELS)
     model = audiodiff.load_model("my-vocoder.safetensors")
     audio = model.vocode(mel)            # (B, n_mels, frames) -> (B, frames * hop)
     mel = model.mel(audio)               # (B, T) -> (B, n_mels, T // hop)
