@@ -78,14 +78,15 @@ def time_runs(run: Callable[[], torch.Tensor], device: str, repeats: int, expect
             "peak_mb": memory.mb}
 
 
-def engine_runner(checkpoint: Path, engine: str, mel: torch.Tensor, device: str) -> Callable[[], torch.Tensor]:
-    """A fresh model of ``checkpoint`` set up as ``engine``, as a zero-argument vocode call."""
+def engine_runner(checkpoint: Path, engine: str, mel: torch.Tensor, device: str,
+                  sampler: Any = "fast") -> Callable[[], torch.Tensor]:
+    """A fresh model of ``checkpoint`` set up as ``engine``, as a zero-argument vocode call with ``sampler``."""
     settings = ENGINES[engine]
     model = load_ours(checkpoint, device)
     if settings.get("compile"):
         model.compile_denoiser(mode=None if settings["compile"] == "default" else settings["compile"], dynamic=False)
     seed = 0 if settings.get("seeded") else None
-    return lambda: model.vocode(mel, sampler="fast", seed=seed, precision=settings["precision"])
+    return lambda: model.vocode(mel, sampler=sampler, seed=seed, precision=settings["precision"])
 
 
 def profile_table(checkpoint: Path, mel: torch.Tensor, device: str, rows: int = 15) -> str:
@@ -100,6 +101,16 @@ def profile_table(checkpoint: Path, mel: torch.Tensor, device: str, rows: int = 
     return prof.key_averages().table(sort_by="cuda_time_total", row_limit=rows, max_name_column_width=60)
 
 
+def our_schedule(schedule_from: list[str] | None) -> Any:
+    """``"fast"``, or the :class:`SamplingSchedule` stored under NAME in MODEL."""
+    if not schedule_from:
+        return "fast"
+    from audiodiff.pretrained import load_any
+
+    path, name = schedule_from
+    return load_any(path).sampling_schedule(name)
+
+
 def parse_args(argv: list[str] | None):
     parser = parser_from_doc(__doc__)
     parser.add_argument("--size", default="base", choices=["tiny", "base", "large"])
@@ -110,6 +121,9 @@ def parse_args(argv: list[str] | None):
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--skip-reference", action="store_true")
     parser.add_argument("--profile", action="store_true", help="print the top CUDA kernels of one bf16 vocode")
+    parser.add_argument("--schedule-from", nargs=2, metavar=("MODEL", "NAME"), default=None,
+                        help="ours samples with the schedule NAME stored in MODEL (e.g. a searched 3-step one) "
+                             "instead of the 6-step fast schedule; the reference keeps its 6 steps")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
@@ -125,6 +139,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                               "settings": {k: v for k, v in vars(args).items() if k != "json"}, "rows": []}
     with tempfile.TemporaryDirectory(prefix="engine-speed-") as tmp:
         checkpoint = save_reference_checkpoint(args.size, Path(tmp) / args.size)
+        sampler = our_schedule(args.schedule_from)
         for batch in args.batch:
             mel = torch.rand(batch, N_MELS, frames, generator=torch.Generator().manual_seed(batch)).to(args.device)
             expected = (batch, frames * HOP)
@@ -144,7 +159,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     torch.cuda.empty_cache()
             for engine in args.engines:
                 try:
-                    run = engine_runner(checkpoint, engine, mel, args.device)
+                    run = engine_runner(checkpoint, engine, mel, args.device, sampler)
                     result = time_runs(run, args.device, args.repeats, expected)
                 except Exception as error:  # noqa: BLE001 - one engine failing must not end the run
                     result = {"error": f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"}
@@ -165,7 +180,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 def add_row(report: dict[str, Any], args, batch: int, engine: str, audio_seconds: float,
             result: dict[str, Any], reference_rtf: float | None) -> None:
     """Append one measurement (with its RTF and ratio to the reference) and save the JSON so far."""
-    row = {"size": args.size, "batch": batch, "engine": engine, "steps": 6, "audio_seconds": audio_seconds, **result}
+    steps = 6 if engine == "reference" or not args.schedule_from else len(our_schedule(args.schedule_from).sigmas) - 1
+    row = {"size": args.size, "batch": batch, "engine": engine, "steps": steps, "audio_seconds": audio_seconds, **result}
     if "median_s" in result:
         row["rtf"] = audio_seconds / result["median_s"]
         row["x_reference"] = row["rtf"] / reference_rtf if reference_rtf else None
@@ -178,12 +194,13 @@ def add_row(report: dict[str, Any], args, batch: int, engine: str, audio_seconds
 
 def format_report(report: dict[str, Any]) -> str:
     settings = report["settings"]
-    headers = ["size", "batch", "engine", "audio s", "median s", "RTF", "x ref", "warmup s", "peak MB"]
-    table = [[r["size"], r["batch"], r["engine"], fmt(r["audio_seconds"]), fmt(r.get("median_s")), fmt(r.get("rtf")),
+    headers = ["size", "batch", "engine", "steps", "audio s", "median s", "RTF", "x ref", "warmup s", "peak MB"]
+    table = [[r["size"], r["batch"], r["engine"], r["steps"], fmt(r["audio_seconds"]), fmt(r.get("median_s")), fmt(r.get("rtf")),
               fmt(r.get("x_reference")), fmt(r.get("warmup_s")), fmt(r.get("peak_mb")) if "error" not in r
               else r["error"][:60]] for r in report["rows"]]
     lines = machine_lines(report["machine"])
-    lines.append(f"6-step fast schedule, {settings['seconds']:g} s per item, median of {settings['repeats']} runs "
+    ours = f"ours: schedule {settings['schedule_from'][1]}" if settings.get("schedule_from") else "6-step fast schedule"
+    lines.append(f"{ours}, {settings['seconds']:g} s per item, median of {settings['repeats']} runs "
                  "after 1 warm-up; same random weights and mel for the reference and ours")
     return "\n".join(lines + ["", markdown_table(headers, table)])
 

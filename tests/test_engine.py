@@ -90,3 +90,25 @@ def test_half_precision_file_round_trip(tmp_path, mel):
 
 def test_precisions_name_their_dtypes():
     assert PRECISIONS == {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def test_cli_precision_auto_is_bf16_on_cuda_and_fp32_on_cpu():
+    from audiodiff.cli import _precision
+
+    assert (_precision("auto", "cuda"), _precision("auto", "cuda:1"), _precision("auto", "cpu")) == ("bf16", "bf16", "fp32")
+    assert _precision("fp16", "cpu") == "fp16"
+
+
+def test_cli_vocode_with_bf16_writes_the_audio_of_the_api(tmp_path, tiny_model_file):
+    import numpy as np
+    import soundfile as sf
+
+    from audiodiff.cli import main
+
+    mel = -6 + np.random.default_rng(0).random((80, 10), dtype=np.float32)
+    np.save(tmp_path / "m.npy", mel)
+    assert main(["vocode", str(tmp_path / "m.npy"), "-m", str(tiny_model_file), "--precision", "bf16",
+                 "--device", "cpu", "--out", str(tmp_path / "out"), "-q"]) == 0
+    written, _ = sf.read(tmp_path / "out" / "m.wav", dtype="float32")
+    expected = load_model(tiny_model_file).vocode(torch.from_numpy(mel), seed=0, precision="bf16")[0].numpy()
+    assert np.abs(written - expected).max() <= 1.5 / 32768  # the wav's 16-bit rounding
