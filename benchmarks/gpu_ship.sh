@@ -2,11 +2,12 @@
 # The GPU work of the shipped-models and fast-sampling issues, as one script (about 9 minutes) for
 # the lent GPU machine:
 #   1. engine speed: the reference diffwave loop vs our engines (fp32, bf16, fp16, torch.compile,
-#      CUDA graphs), base model, 6 steps, 5 s per item: batch 1 (latency) and batch BATCH
-#      (throughput), plus a kernel profile;
-#   2. the speech vocoder (configs/diffwave-base-22k.yaml, --init-from INIT, so its step count
-#      continues) and the sound-effects model (configs/sfx-22k.yaml) trained side by side for
-#      MINUTES minutes each, bf16-mixed; the CUDA tests of the engine run beside them;
+#      CUDA graphs), base model, 6 steps, 5 s per item: batch 1 (latency), 16 and 64 (throughput),
+#      plus a kernel profile (ENGINE_PARTS; "" skips it);
+#   2. the speech vocoder (configs/diffwave-base-22k.yaml) and the sound-effects model
+#      (configs/sfx-22k.yaml), each continuing from the shipped weights (--init-from INIT /
+#      SFX_INIT, so the step counts continue), trained side by side for MINUTES minutes each,
+#      bf16-mixed (TRAIN picks which); the CUDA tests of the engine run beside them;
 #   3. exports, training summaries, and the vocoder's held-out quality in fp32 / bf16 / fp16.
 # Expects (carry them): .whl/ (the wheels the GPU image lacks: ../shared/wheels-gpu/*.whl),
 # .gpu-data/fillets-cs-22k/ (the Czech speech), .gpu-data/sfx/ (the sound effects, FLAC, 22.05 kHz
@@ -15,9 +16,8 @@
 set -u -o pipefail
 OUT=${OUT:-gpu-out}
 MINUTES=${MINUTES:-4}         # training time of each model (they train at the same time)
-BATCH=${BATCH:-32}            # throughput batch of the engine benchmark
 TRAIN=${TRAIN:-"speech sfx"}  # which models to train
-SFX_INIT=${SFX_INIT:-}        # start the sfx model from these weights (default: from scratch)
+SFX_INIT=${SFX_INIT-sfx-22k}  # start the sfx model from these weights ("" : from scratch)
 INIT=${INIT:-speech-22k}        # the shipped vocoder (audiodiff/models/speech-22k.safetensors)
 ENGINE_TIMEOUT=${ENGINE_TIMEOUT:-90}  # seconds per engine-benchmark part
 DEVICE=${DEVICE:-cuda}        # cpu: a dry run of the script's plumbing (use MINUTES=0.2)
@@ -33,9 +33,9 @@ PY=${PY:-python3}
 max_time=$($PY -c "s=round($MINUTES*60); print(f'00:00:{s//60:02d}:{s%60:02d}')")
 
 echo "== 1. engine speed ($(date +%T))"
-# ENGINE_PARTS: "batch,repeats,engines[,--skip-reference]" per part; each part has its own JSON and timeout
-ENGINE_PARTS=${ENGINE_PARTS:-"1,5,fp32-seeded fp32 bf16 fp16 bf16-graphs 16,3,fp32-seeded fp32 bf16 fp16 bf16-compile,--profile 64,3,bf16 bf16-compile,--skip-reference"}
-echo "$ENGINE_PARTS" | sed 's/ \([0-9][0-9]*,\)/\n\1/g' | while IFS=, read -r batch repeats engines extra; do
+# ENGINE_PARTS: "batch,repeats,engines[,extra flag]" per part, each with its own JSON and timeout ("" skips)
+ENGINE_PARTS=${ENGINE_PARTS-"1,5,fp32-seeded fp32 bf16 fp16 bf16-graphs 16,3,fp32-seeded fp32 bf16 fp16 bf16-compile,--profile 64,3,bf16,--skip-reference"}
+[ -n "$ENGINE_PARTS" ] && echo "$ENGINE_PARTS" | sed 's/ \([0-9][0-9]*,\)/\n\1/g' | while IFS=, read -r batch repeats engines extra; do
   # shellcheck disable=SC2086  # word-split the engine list and the extra flag
   timeout "$ENGINE_TIMEOUT" $PY benchmarks/engine_speed.py --device "$DEVICE" --batch "$batch" --repeats "$repeats" \
     --engines $engines $extra --json "$LOGS/engine-batch$batch.json" 2>&1 \
