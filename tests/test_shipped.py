@@ -38,6 +38,7 @@ def test_shipped_vocoder_is_in_the_hifigan_convention():
     mel = model.config.mel
     assert (DEFAULT_VOCODER, mel.preset, mel.n_mels, mel.hop_length, mel.f_max) == ("speech-22k", "hifigan", 80, 256, 8000)
     assert model.network.conditional
+    assert len(model.sigmas("searched-3")) == 4, "the searched 3-step schedule ships with it"
 
 
 def test_shipped_generator_has_the_sound_effect_classes():
