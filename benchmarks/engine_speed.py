@@ -140,6 +140,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="engine-speed-") as tmp:
         checkpoint = save_reference_checkpoint(args.size, Path(tmp) / args.size)
         sampler = our_schedule(args.schedule_from)
+        our_steps = 6 if sampler == "fast" else len(sampler.sigmas) - 1
         for batch in args.batch:
             mel = torch.rand(batch, N_MELS, frames, generator=torch.Generator().manual_seed(batch)).to(args.device)
             expected = (batch, frames * HOP)
@@ -153,7 +154,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     reference_rtf = audio_seconds / result["median_s"]
                 except torch.OutOfMemoryError as error:
                     result = {"error": f"OutOfMemoryError: {str(error).splitlines()[0][:160]}"}
-                add_row(report, args, batch, "reference", audio_seconds, result, reference_rtf)
+                add_row(report, args, batch, "reference", 6, audio_seconds, result, reference_rtf)
                 reference = None
                 if args.device.startswith("cuda"):
                     torch.cuda.empty_cache()
@@ -163,7 +164,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     result = time_runs(run, args.device, args.repeats, expected)
                 except Exception as error:  # noqa: BLE001 - one engine failing must not end the run
                     result = {"error": f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"}
-                add_row(report, args, batch, engine, audio_seconds, result, reference_rtf)
+                add_row(report, args, batch, engine, our_steps, audio_seconds, result, reference_rtf)
                 if args.device.startswith("cuda"):
                     torch.cuda.empty_cache()
         if args.profile and args.device.startswith("cuda"):
@@ -177,10 +178,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     return report
 
 
-def add_row(report: dict[str, Any], args, batch: int, engine: str, audio_seconds: float,
+def add_row(report: dict[str, Any], args, batch: int, engine: str, steps: int, audio_seconds: float,
             result: dict[str, Any], reference_rtf: float | None) -> None:
     """Append one measurement (with its RTF and ratio to the reference) and save the JSON so far."""
-    steps = 6 if engine == "reference" or not args.schedule_from else len(our_schedule(args.schedule_from).sigmas) - 1
     row = {"size": args.size, "batch": batch, "engine": engine, "steps": steps, "audio_seconds": audio_seconds, **result}
     if "median_s" in result:
         row["rtf"] = audio_seconds / result["median_s"]

@@ -157,3 +157,18 @@ def test_quality_vs_steps_table_json_and_plot(tmp_path):
     assert (tmp_path / "q.png").read_bytes()[:4] == b"\x89PNG"
     assert sorted(p.name for p in (tmp_path / "q").iterdir()) == ["ddpm-2", "ddpm-3", "fast-6"]
     assert np.isfinite([r["means"]["mrstft"] for r in result["rows"]]).all()
+
+
+def test_engine_speed_reports_ratios_to_the_reference_measured_in_the_same_run(tmp_path):
+    out = tmp_path / "engine.json"
+    table = _run("engine_speed.py", "--device", "cpu", "--size", "tiny", "--batch", "1", "--seconds", "0.05",
+                 "--repeats", "1", "--engines", "fp32", "bf16", "--json", str(out))
+    report = json.loads(out.read_text())
+    rows = {row["engine"]: row for row in report["rows"]}
+    assert list(rows) == ["reference", "fp32", "bf16"] and all(r["steps"] == 6 for r in rows.values())
+    for engine in ("fp32", "bf16"):
+        row = rows[engine]
+        assert math.isclose(row["rtf"], row["audio_seconds"] / row["median_s"])
+        assert math.isclose(row["x_reference"], row["rtf"] / rows["reference"]["rtf"])
+    printed = [line.split("|")[3].strip() for line in table.splitlines() if line.startswith("| tiny")]
+    assert printed == ["reference", "fp32", "bf16"]
