@@ -81,8 +81,7 @@ def cmd_vocode(args: argparse.Namespace) -> int:
     device = _resolve_device(args.device)
     model = _load_model(args.model, device)
     precision = _precision(args.precision, device)
-    if args.compile:
-        model.compile_denoiser()
+    _set_up_engine(model, args)
     if not model.network.conditional:
         raise CommandError(f"{args.model}: a model without mel conditioning cannot vocode; use 'audiodiff generate'", EXIT_USAGE)
     n_steps = _choose_sampler(args, model)
@@ -147,8 +146,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         raise CommandError(f"--seconds must be at least {MIN_SECONDS}, got {args.seconds:g}", EXIT_USAGE)
     device = _resolve_device(args.device)
     model = _load_model(args.model, device)
-    if args.compile:
-        model.compile_denoiser()
+    _set_up_engine(model, args)
     if model.network.conditional:
         raise CommandError(f"{args.model}: a vocoder (mel-conditioned) cannot generate; use 'audiodiff vocode'",
                            EXIT_USAGE)
@@ -543,6 +541,22 @@ def _add_engine_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the network first: tens of seconds per new input length, then "
                              "faster steps (for many equal-length batches)")
+    parser.add_argument("--fused", action="store_true",
+                        help="fused Triton kernels, one per residual block (CUDA only; the fastest engine, "
+                             "see benchmarks/RESULTS.md)")
+
+
+def _set_up_engine(model, args: argparse.Namespace) -> None:
+    """Apply ``--compile`` or ``--fused`` to ``model``; a combination or a device they cannot run on is a usage error."""
+    if args.compile and args.fused:
+        raise CommandError("--compile and --fused are two engines; choose one", EXIT_USAGE)
+    if args.compile:
+        model.compile_denoiser()
+    if args.fused:
+        try:
+            model.fuse_denoiser()
+        except RuntimeError as error:
+            raise CommandError(f"--fused: {error}", EXIT_USAGE) from None
 
 
 def _precision(name: str, device: str) -> str:

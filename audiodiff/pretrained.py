@@ -290,6 +290,21 @@ class AudioDiffusion(nn.Module):
         self._denoise = torch.compile(self.network.denoise, mode=mode, dynamic=dynamic)
         return self
 
+    def fuse_denoiser(self, launch: "Launch | str | None" = None) -> "AudioDiffusion":
+        """Sample with fused Triton kernels, one per residual block, from now on (returns ``self``).
+
+        CUDA only (:mod:`audiodiff.fused`); fastest with ``precision="bf16"``. A model that cannot
+        use them (no CUDA, no Triton, channels not a power of two) raises ``RuntimeError`` saying
+        why. The weights are read at the first call: fuse again after changing them. ``launch``
+        (a :class:`audiodiff.fused.Launch` or its text, e.g. ``"128x8"``) overrides the default.
+        """
+        from audiodiff.fused import FusedDenoiser, Launch
+
+        if launch is None:
+            launch = Launch()
+        self._denoise = FusedDenoiser(self.network, Launch.parse(launch) if isinstance(launch, str) else launch)
+        return self
+
     def autocast(self, precision: str = "fp32"):
         """The autocast context of ``precision`` (a key of :data:`PRECISIONS`) on the model's device."""
         if precision not in PRECISIONS:
@@ -499,7 +514,8 @@ class AudioDiffusion(nn.Module):
                 return self._run_sampler(self._with_precision(eps_fn, precision), shape, sampler=sampler,
                                          steps=steps, seed=seed, callback=callback)
         element_size = 4 if PRECISIONS[precision] is None else 2
-        cache = self.network.conditioning_bytes(*shape, element_size=element_size) <= conditioning_budget
+        cache = (self.network.conditioning_bytes(*shape, element_size=element_size) <= conditioning_budget
+                 and not getattr(self._denoise, "prefers_mel", False))
         with torch.inference_mode(), self.autocast(precision):
             conditioning = self.network.condition(mel, cache_projections=cache)
         return self.sample(conditioning, shape, sampler=sampler, steps=steps, seed=seed, callback=callback,

@@ -9,14 +9,20 @@ then ``AudioDiffusion.vocode`` under each engine of ``--engines``:
 * ``fp32``, ``bf16``, ``fp16``: the network under that autocast dtype (sampler arithmetic stays
   fp32), noise drawn on the device as the reference does;
 * ``bf16-compile``: ``bf16`` plus ``compile_denoiser()`` (``torch.compile``, default mode);
-* ``bf16-graphs``: ``bf16`` plus ``compile_denoiser(mode="reduce-overhead")`` (CUDA graphs).
+* ``bf16-graphs``: ``bf16`` plus ``compile_denoiser(mode="reduce-overhead")`` (CUDA graphs);
+* ``bf16-fused``, ``fp16-fused``, ``fp32-fused``: ``fuse_denoiser()``, one Triton kernel per
+  residual block (:mod:`audiodiff.fused`; CUDA), once per launch of ``--launches`` (e.g. ``64x4
+  128x8``: samples x warps per program, ``r168`` caps registers); the row is named
+  ``bf16-fused@64x4`` when there are several.
 
 Every engine gets a freshly loaded model. RTF = audio seconds per wall second, median of
 ``--repeats`` runs after one warm-up run (the warm-up, which includes any compilation, is
-reported as ``warmup s``); ``x ref`` = our RTF / the reference's RTF measured in the same run.
+reported as ``warmup s``); ``x ref`` = our RTF / the reference's RTF measured in the same run at
+the same batch, ``x best ref`` = our RTF / the reference's best RTF at any batch so far (the
+reference runs out of memory at large batches, where ours keeps going).
 The batch-1 row is the latency of one ``--seconds`` utterance. The JSON (``--json``) is
 rewritten after every row, so a run cut short keeps what it measured. ``--profile`` adds the
-top CUDA kernels of one bf16 vocode at the largest batch (``torch.profiler``).
+top CUDA kernels of one vocode at the largest batch (``torch.profiler``) by ``--profile-engine``.
 
     python benchmarks/engine_speed.py --device cuda --json engine.json --profile
     python benchmarks/engine_speed.py --device cpu --batch 1 --seconds 1 --engines fp32 bf16   # a CPU check
@@ -58,6 +64,9 @@ ENGINES: dict[str, dict[str, Any]] = {
     "fp16": dict(precision="fp16"),
     "bf16-compile": dict(precision="bf16", compile="default"),
     "bf16-graphs": dict(precision="bf16", compile="reduce-overhead"),
+    "bf16-fused": dict(precision="bf16", fused=True),
+    "fp16-fused": dict(precision="fp16", fused=True),
+    "fp32-fused": dict(precision="fp32", fused=True),
 }
 
 
@@ -79,21 +88,25 @@ def time_runs(run: Callable[[], torch.Tensor], device: str, repeats: int, expect
 
 
 def engine_runner(checkpoint: Path, engine: str, mel: torch.Tensor, device: str,
-                  sampler: Any = "fast") -> Callable[[], torch.Tensor]:
-    """A fresh model of ``checkpoint`` set up as ``engine``, as a zero-argument vocode call with ``sampler``."""
+                  sampler: Any = "fast", launch: str | None = None) -> Callable[[], torch.Tensor]:
+    """A fresh model of ``checkpoint`` set up as ``engine`` (a fused one with ``launch``), as a
+    zero-argument vocode call with ``sampler``."""
     settings = ENGINES[engine]
     model = load_ours(checkpoint, device)
+    if settings.get("fused"):
+        model.fuse_denoiser(launch)
     if settings.get("compile"):
         model.compile_denoiser(mode=None if settings["compile"] == "default" else settings["compile"], dynamic=False)
     seed = 0 if settings.get("seeded") else None
     return lambda: model.vocode(mel, sampler=sampler, seed=seed, precision=settings["precision"])
 
 
-def profile_table(checkpoint: Path, mel: torch.Tensor, device: str, rows: int = 15) -> str:
-    """The ``rows`` CUDA kernels that take the most time in one bf16 vocode of ``mel``."""
+def profile_table(checkpoint: Path, mel: torch.Tensor, device: str, engine: str = "bf16",
+                  launch: str | None = None, rows: int = 15) -> str:
+    """The ``rows`` CUDA kernels that take the most time in one vocode of ``mel`` by ``engine``."""
     from torch.profiler import ProfilerActivity, profile
 
-    run = engine_runner(checkpoint, "bf16", mel, device)
+    run = engine_runner(checkpoint, engine, mel, device, launch=launch)
     run()
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         run()
@@ -120,7 +133,10 @@ def parse_args(argv: list[str] | None):
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--skip-reference", action="store_true")
-    parser.add_argument("--profile", action="store_true", help="print the top CUDA kernels of one bf16 vocode")
+    parser.add_argument("--profile", action="store_true", help="print the top CUDA kernels of one vocode")
+    parser.add_argument("--profile-engine", default="bf16", choices=list(ENGINES), help="the engine --profile runs")
+    parser.add_argument("--launches", nargs="+", default=[None],
+                        help="launches of the fused engines, e.g. 64x4 128x8 128x8r168 (default: the package's)")
     parser.add_argument("--schedule-from", nargs=2, metavar=("MODEL", "NAME"), default=None,
                         help="ours samples with the schedule NAME stored in MODEL (e.g. a searched 3-step one) "
                              "instead of the 6-step fast schedule; the reference keeps its 6 steps")
@@ -158,24 +174,31 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 reference = None
                 if args.device.startswith("cuda"):
                     torch.cuda.empty_cache()
-            for engine in args.engines:
+            for engine, launch in engine_launches(args.engines, args.launches):
                 try:
-                    run = engine_runner(checkpoint, engine, mel, args.device, sampler)
+                    run = engine_runner(checkpoint, engine, mel, args.device, sampler, launch)
                     result = time_runs(run, args.device, args.repeats, expected)
                 except Exception as error:  # noqa: BLE001 - one engine failing must not end the run
                     result = {"error": f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"}
-                add_row(report, args, batch, engine, our_steps, audio_seconds, result, reference_rtf)
+                name = engine if len(args.launches) == 1 or not ENGINES[engine].get("fused") else f"{engine}@{launch}"
+                add_row(report, args, batch, name, our_steps, audio_seconds, result, reference_rtf)
                 if args.device.startswith("cuda"):
                     torch.cuda.empty_cache()
         if args.profile and args.device.startswith("cuda"):
             largest = max(args.batch)
             mel = torch.rand(largest, N_MELS, frames).to(args.device)
-            report["profile"] = profile_table(checkpoint, mel, args.device)
+            report["profile"] = profile_table(checkpoint, mel, args.device, args.profile_engine, args.launches[0])
             print(report["profile"])
     print(format_report(report))
     if args.json:
         write_json(args.json, report)
     return report
+
+
+def engine_launches(engines: list[str], launches: list[str | None]) -> list[tuple[str, str | None]]:
+    """``(engine, launch)`` pairs: every launch for a fused engine, ``None`` for the others."""
+    return [(engine, launch) for engine in engines
+            for launch in (launches if ENGINES[engine].get("fused") else [None])]
 
 
 def add_row(report: dict[str, Any], args, batch: int, engine: str, steps: int, audio_seconds: float,
@@ -185,6 +208,8 @@ def add_row(report: dict[str, Any], args, batch: int, engine: str, steps: int, a
     if "median_s" in result:
         row["rtf"] = audio_seconds / result["median_s"]
         row["x_reference"] = row["rtf"] / reference_rtf if reference_rtf else None
+        best = max((r["rtf"] for r in report["rows"] if r["engine"] == "reference" and "rtf" in r), default=None)
+        row["x_best_reference"] = row["rtf"] / best if best else None
     report["rows"].append(row)
     print(f"  batch {batch} {engine}: " + (f"RTF {row['rtf']:.1f}" if "rtf" in row else row.get("error", "")),
           file=sys.stderr, flush=True)
@@ -194,9 +219,11 @@ def add_row(report: dict[str, Any], args, batch: int, engine: str, steps: int, a
 
 def format_report(report: dict[str, Any]) -> str:
     settings = report["settings"]
-    headers = ["size", "batch", "engine", "steps", "audio s", "median s", "RTF", "x ref", "warmup s", "peak MB"]
+    headers = ["size", "batch", "engine", "steps", "audio s", "median s", "RTF", "x ref", "x best ref", "warmup s",
+               "peak MB"]
     table = [[r["size"], r["batch"], r["engine"], r["steps"], fmt(r["audio_seconds"]), fmt(r.get("median_s")), fmt(r.get("rtf")),
-              fmt(r.get("x_reference")), fmt(r.get("warmup_s")), fmt(r.get("peak_mb")) if "error" not in r
+              fmt(r.get("x_reference")), fmt(r.get("x_best_reference")), fmt(r.get("warmup_s")),
+              fmt(r.get("peak_mb")) if "error" not in r
               else r["error"][:60]] for r in report["rows"]]
     lines = machine_lines(report["machine"])
     ours = f"ours: schedule {settings['schedule_from'][1]}" if settings.get("schedule_from") else "6-step fast schedule"

@@ -3,7 +3,9 @@
 Resynthesises every audio file of ``--data`` (its mel, in the model's convention) with the same
 sampler and seed under each precision of ``--precisions``, and reports per precision the mean
 log-mel L1 and MR-STFT distance to the original, and the largest sample difference from the fp32
-output. Precision only changes the network's arithmetic (autocast); the sampler stays fp32.
+output. Precision only changes the network's arithmetic (autocast); the sampler stays fp32. A
+precision with ``-fused`` (``bf16-fused``) runs the fused Triton kernels (CUDA) in that dtype; its
+last column is its largest difference from the same precision without them.
 
     python benchmarks/precision_quality.py --model vocoder.safetensors --data held_out/ --device cuda \
         --json precision.json
@@ -43,6 +45,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--sampler", default="fast")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cuda")
+    parser.add_argument("--launch", default=None, help="the fused kernels' launch, e.g. 128x8 (default: the package's)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
 
@@ -50,14 +53,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from audiodiff.pretrained import load_any
 
     model = load_any(args.model, args.device)
+    fused = load_any(args.model, args.device).fuse_denoiser(args.launch) if any(p.endswith("-fused") for p in args.precisions) \
+        else None
     clips = held_out_audio(model, args.data)
     if not clips:
         raise SystemExit(f"error: {args.data}: no readable audio")
-    totals = {p: {"mel_l1": 0.0, "mrstft": 0.0, "max_abs_vs_fp32": 0.0} for p in args.precisions}
+    totals = {p: {"mel_l1": 0.0, "mrstft": 0.0, "max_abs_vs_fp32": 0.0, "max_abs_vs_eager": None}
+              for p in args.precisions}
     for name, audio in clips:
         audio = audio.to(args.device).unsqueeze(0)
         mel = model.mel(audio)
-        outputs = {p: model.vocode(mel, sampler=args.sampler, seed=args.seed, precision=p) for p in args.precisions}
+        outputs = {p: (fused if p.endswith("-fused") else model).vocode(
+            mel, sampler=args.sampler, seed=args.seed, precision=p.removesuffix("-fused")) for p in args.precisions}
         with torch.inference_mode():
             for precision, out in outputs.items():
                 length = min(out.shape[-1], audio.shape[-1])
@@ -68,15 +75,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 if "fp32" in outputs:
                     diff = float((out - outputs["fp32"]).abs().max())
                     totals[precision]["max_abs_vs_fp32"] = max(totals[precision]["max_abs_vs_fp32"], diff)
+                eager = outputs.get(precision.removesuffix("-fused"))
+                if precision.endswith("-fused") and eager is not None:
+                    diff = float((out - eager).abs().max())
+                    totals[precision]["max_abs_vs_eager"] = max(totals[precision]["max_abs_vs_eager"] or 0.0, diff)
     rows = [{"precision": p, "mel_l1": t["mel_l1"] / len(clips), "mrstft": t["mrstft"] / len(clips),
-             "max_abs_vs_fp32": t["max_abs_vs_fp32"] if "fp32" in args.precisions else None}
+             "max_abs_vs_fp32": t["max_abs_vs_fp32"] if "fp32" in args.precisions else None,
+             "max_abs_vs_eager": t["max_abs_vs_eager"]}
             for p, t in totals.items()]
     report = {"benchmark": "precision_quality", "machine": machine_info(args.device), "files": [n for n, _ in clips],
               "settings": {"model": Path(args.model).name, "sampler": args.sampler, "seed": args.seed}, "rows": rows}
-    table = [[r["precision"], fmt(r["mel_l1"]), fmt(r["mrstft"]), fmt(r["max_abs_vs_fp32"])] for r in rows]
+    table = [[r["precision"], fmt(r["mel_l1"]), fmt(r["mrstft"]), fmt(r["max_abs_vs_fp32"]), fmt(r["max_abs_vs_eager"])]
+             for r in rows]
     print("\n".join(machine_lines(report["machine"]) + [
         f"{len(clips)} files of {args.data.name}, sampler {args.sampler}, seed {args.seed}", "",
-        markdown_table(["precision", "log-mel L1", "MR-STFT", "max |x - x_fp32|"], table)]))
+        markdown_table(["precision", "log-mel L1", "MR-STFT", "max |x - x_fp32|", "max |x - x_unfused|"], table)]))
     if args.json:
         write_json(args.json, report)
     return report

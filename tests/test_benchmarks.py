@@ -159,16 +159,41 @@ def test_quality_vs_steps_table_json_and_plot(tmp_path):
     assert np.isfinite([r["means"]["mrstft"] for r in result["rows"]]).all()
 
 
-def test_engine_speed_reports_ratios_to_the_reference_measured_in_the_same_run(tmp_path):
+def test_engine_speed_reports_ratios_to_the_reference_measured_in_the_same_run(tmp_path, monkeypatch):
+    pytest.importorskip("triton")
+    monkeypatch.setenv("TRITON_INTERPRET", "1")  # the fused engine on a CPU: Triton's interpreter
     out = tmp_path / "engine.json"
     table = _run("engine_speed.py", "--device", "cpu", "--size", "tiny", "--batch", "1", "--seconds", "0.05",
-                 "--repeats", "1", "--engines", "fp32", "bf16", "--json", str(out))
+                 "--repeats", "1", "--engines", "fp32", "bf16", "fp32-fused", "--launches", "1024x4", "2048x4",
+                 "--json", str(out))
     report = json.loads(out.read_text())
     rows = {row["engine"]: row for row in report["rows"]}
-    assert list(rows) == ["reference", "fp32", "bf16"] and all(r["steps"] == 6 for r in rows.values())
-    for engine in ("fp32", "bf16"):
+    engines = ["reference", "fp32", "bf16", "fp32-fused@1024x4", "fp32-fused@2048x4"]
+    assert list(rows) == engines and all(r["steps"] == 6 for r in rows.values())
+    for engine in engines[1:]:
         row = rows[engine]
         assert math.isclose(row["rtf"], row["audio_seconds"] / row["median_s"])
         assert math.isclose(row["x_reference"], row["rtf"] / rows["reference"]["rtf"])
+        assert math.isclose(row["x_best_reference"], row["x_reference"])  # one batch: the same reference
     printed = [line.split("|")[3].strip() for line in table.splitlines() if line.startswith("| tiny")]
-    assert printed == ["reference", "fp32", "bf16"]
+    assert printed == engines
+
+
+def test_precision_quality_compares_fused_kernels_with_the_same_precision_unfused(tmp_path, monkeypatch,
+                                                                                  tiny_model_file):
+    import soundfile as sf
+    from conftest import speech_like
+
+    pytest.importorskip("triton")
+    monkeypatch.setenv("TRITON_INTERPRET", "1")  # the fused kernels on a CPU: Triton's interpreter
+    (tmp_path / "held").mkdir()
+    sf.write(tmp_path / "held" / "a.wav", speech_like(0.2, 22050), 22050)
+    quality = _load("precision_quality.py")
+    report = quality.main(["--model", str(tiny_model_file), "--data", str(tmp_path / "held"), "--device", "cpu",
+                           "--precisions", "fp32", "fp32-fused", "--launch", "8192x4"])
+    rows = {row["precision"]: row for row in report["rows"]}
+    assert list(rows) == ["fp32", "fp32-fused"] and report["files"] == ["a.wav"]
+    assert rows["fp32"]["max_abs_vs_fp32"] == 0 and rows["fp32"]["max_abs_vs_eager"] is None
+    # the interpreter multiplies in IEEE float32: the same audio up to summation order
+    assert rows["fp32-fused"]["max_abs_vs_eager"] < 1e-4
+    assert math.isclose(rows["fp32-fused"]["mel_l1"], rows["fp32"]["mel_l1"], rel_tol=1e-3)

@@ -1,0 +1,162 @@
+"""The fused residual-block kernels (:mod:`audiodiff.fused`) against the eager network.
+
+On the CPU the kernel runs in Triton's interpreter (``TRITON_INTERPRET=1``, numpy), which checks
+its indexing, masking and arithmetic; ``AUDIODIFF_TEST_DEVICE=cuda`` runs the same tests compiled
+on a GPU, in bf16 too (the interpreter has no bf16).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import make_tiny_generator, make_tiny_model
+
+from audiodiff.fused import FusedDenoiser, Launch
+from audiodiff.model import DiffWave, denoiser_config
+
+pytest.importorskip("triton")
+
+
+@pytest.fixture
+def fused_device(device, monkeypatch) -> str:
+    """The device under test, with Triton's interpreter switched on when it is the CPU."""
+    if device == "cpu":
+        monkeypatch.setenv("TRITON_INTERPRET", "1")
+    return device
+
+
+def cpu_launch(device: str, block_t: int) -> Launch:
+    """The interpreter runs one program at a time in numpy: few, large tiles keep it quick."""
+    return Launch(block_t) if device == "cpu" else Launch()
+
+
+def random_network(**overrides) -> DiffWave:
+    """A tiny network whose every weight is random (the trained output layer is not zero)."""
+    torch.manual_seed(1)
+    network = DiffWave(denoiser_config("tiny", hop_length=64, **overrides)).eval()
+    for parameter in network.parameters():
+        torch.nn.init.normal_(parameter, std=0.2 if parameter.dim() > 1 else 0.1)
+    return network
+
+
+def conditioning_of(network: DiffWave, mode: str, batch: int, length: int, device: str):
+    if mode == "class":
+        return network.condition(None, labels=torch.tensor([0, 3]))
+    if mode == "unconditional":
+        return network.condition(None)
+    mel = torch.randn(batch, 80, length // 64).to(device)
+    return network.condition(mel, cache_projections=(mode == "cached mel"))
+
+
+@pytest.mark.parametrize("mode, overrides", [
+    ("cached mel", {}), ("mel", {}), ("unconditional", {"n_mels": None}),
+    ("class", {"n_mels": None, "num_classes": 3}),
+])
+def test_fused_denoiser_matches_the_network(fused_device, mode, overrides):
+    network = random_network(**overrides).to(fused_device)
+    batch, length = 2, 64 * 11  # 704 samples: tiles of 256 cut it unevenly, dilations reach across tiles
+    audio = torch.randn(batch, length, device=fused_device)
+    step = torch.tensor([3.5, 40.0], device=fused_device)
+    with torch.inference_mode():
+        conditioning = conditioning_of(network, mode, batch, length, fused_device)
+        expected = network.denoise(audio, step, conditioning)
+        fused = FusedDenoiser(network, cpu_launch(fused_device, 256))(audio, step, conditioning)
+    assert fused.shape == expected.shape == (batch, length) and fused.dtype == torch.float32
+    scale = expected.abs().max().item()
+    assert scale > 0.1
+    # the interpreter multiplies in IEEE float32; a GPU in TF32 (10-bit mantissa)
+    tolerance = 1e-5 if fused_device == "cpu" else 2e-2
+    assert (fused - expected).abs().max().item() < tolerance * scale
+
+
+@pytest.fixture
+def short_mel() -> torch.Tensor:
+    """A smooth log-mel-like input ``(1, 80, 5)`` in the hifigan range: 1280 samples."""
+    frames = torch.linspace(0, 3, 5)
+    bins = torch.linspace(0, 1, 80).unsqueeze(1)
+    return (-6 + 3 * torch.sin(frames + 4 * bins)).unsqueeze(0)
+
+
+def test_fused_vocoding_gives_the_eager_audio(fused_device, short_mel):
+    model = make_tiny_model().to(fused_device)
+    eager = model.vocode(short_mel, seed=2, chunk_seconds=None)
+    fused = model.fuse_denoiser(cpu_launch(fused_device, 2048)).vocode(short_mel, seed=2, chunk_seconds=None)
+    tolerance = 1e-4 if fused_device == "cpu" else 3e-2
+    assert (fused - eager).abs().max().item() < tolerance * eager.abs().max().item()
+
+
+def test_fused_vocoding_reads_the_mel_not_cached_projections(fused_device, short_mel, monkeypatch):
+    model = make_tiny_model().to(fused_device).fuse_denoiser(cpu_launch(fused_device, 2048))
+    seen = []
+    condition = model.network.condition
+    monkeypatch.setattr(model.network, "condition",
+                        lambda mel, cache_projections=True, **kw: seen.append(cache_projections)
+                        or condition(mel, cache_projections, **kw))
+    model.vocode(short_mel, seed=0, chunk_seconds=None, steps=None)
+    assert seen == [False]
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_fused_reduced_precision_stays_close_to_eager(fused_device, short_mel, precision):
+    if fused_device == "cpu" and precision == "bf16":
+        pytest.skip("Triton's interpreter computes bf16 wrongly; bf16 is checked on CUDA")
+    model = make_tiny_model().to(fused_device)
+    eager = model.vocode(short_mel, seed=3, precision=precision, chunk_seconds=None)
+    fused = model.fuse_denoiser(cpu_launch(fused_device, 2048)).vocode(short_mel, seed=3, precision=precision,
+                                                                        chunk_seconds=None)
+    assert fused.dtype == torch.float32
+    # both round activations to 16 bits, at different places (the kernel keeps the gate in fp32)
+    assert (fused - eager).abs().max().item() < 0.05 * eager.abs().max().item()
+
+
+def test_fused_chunked_vocoding_matches_one_piece(fused_device):
+    model = make_tiny_model().to(fused_device).fuse_denoiser(cpu_launch(fused_device, 4096))
+    mel = -6 + torch.rand(1, 80, 12, generator=torch.Generator().manual_seed(0))
+    whole = model.vocode(mel, seed=1, chunk_seconds=None, sampler="ddim", steps=2)
+    chunked = model.vocode(mel, seed=1, chunk_seconds=0.05, sampler="ddim", steps=2)  # 5 frames a chunk
+    assert (whole - chunked).abs().max().item() < 1e-3 * whole.abs().max().item()
+
+
+def test_fused_generation_with_guidance_gives_the_eager_clips(fused_device):
+    model = make_tiny_generator().to(fused_device)
+    eager = model.generate(2, 1000, labels=["door", "rain"], guidance=2.0, seed=5)
+    fused = model.fuse_denoiser(cpu_launch(fused_device, 1024)).generate(2, 1000, labels=["door", "rain"],
+                                                                          guidance=2.0, seed=5)
+    tolerance = 1e-4 if fused_device == "cpu" else 3e-2
+    assert (fused - eager).abs().max().item() < tolerance * eager.abs().max().item()
+
+
+def test_fused_refuses_what_it_cannot_run(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    with pytest.raises(RuntimeError, match="run on CUDA.*cpu"):
+        make_tiny_model().fuse_denoiser()
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    with pytest.raises(RuntimeError, match="power-of-two residual_channels >= 16, this model has 48"):
+        FusedDenoiser(DiffWave(denoiser_config("tiny", residual_channels=48)))
+
+
+def test_launch_text_round_trips_and_bad_launches_are_value_errors():
+    assert Launch.parse("128x8") == Launch(128, 8)
+    assert str(Launch.parse("64x4r168")) == "64x4r168" and Launch.parse("64x4r168").maxnreg == 168
+    with pytest.raises(ValueError, match="BLOCKxWARPS"):
+        Launch.parse("fast")
+    with pytest.raises(ValueError, match="power of two"):
+        Launch(100)
+    with pytest.raises(ValueError, match="num_warps"):
+        Launch(64, 3)
+
+
+def test_cli_fused_on_a_cpu_is_one_usage_error(tmp_path, tiny_model_file, capsys, monkeypatch):
+    import numpy as np
+
+    from audiodiff.cli import main
+
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    np.save(tmp_path / "m.npy", -6 + np.zeros((80, 4), dtype=np.float32))
+    base = ["vocode", str(tmp_path / "m.npy"), "-m", str(tiny_model_file), "--device", "cpu",
+            "--out", str(tmp_path / "out"), "-q"]
+    assert main(base + ["--fused"]) == 2
+    assert main(base + ["--fused", "--compile"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 2 and "--fused: the fused kernels run on CUDA" in lines[0] and "choose one" in lines[1]
+    assert not (tmp_path / "out" / "m.wav").exists()
