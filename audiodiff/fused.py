@@ -109,11 +109,11 @@ def _kernel(interpret: bool):
         row_bias_ptr,  # (B, 2C) float32: conv bias (+ class projection, + mel projection bias)
         cond_ptr,  # (B, 2C, T) cached projection, (B, n_mels, T) upsampled mel, or unused
         w_dilated_ptr,  # (3, 2C, C): tap, output channel, input channel
-        w_cond_ptr,  # (2C, BLOCK_M): the mel projection, zero-padded to BLOCK_M inputs
+        w_cond_ptr,  # (2C, MEL_A + MEL_B): the mel projection, zero-padded to MEL_A + MEL_B inputs
         w_out_ptr,  # (2C, C); rows 0..C-1 make the residual, C..2C-1 the skip
         b_out_ptr,  # (2C,) float32
         T, dilation, n_mels,
-        C: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_M: tl.constexpr,
+        C: tl.constexpr, BLOCK_T: tl.constexpr, MEL_A: tl.constexpr, MEL_B: tl.constexpr,
         COND_MODE: tl.constexpr, DOT_PRECISION: tl.constexpr,
     ):
         row = tl.program_id(1).to(tl.int64)  # row * 2C * T passes 2**31 at large batches of long audio
@@ -140,15 +140,23 @@ def _kernel(interpret: bool):
             mask = in_range[None, :]
             gate += tl.load(cond_row + offs_c[:, None] * T + offs_t[None, :], mask=mask, other=0.0).to(tl.float32)
             filt += tl.load(cond_row + (C + offs_c)[:, None] * T + offs_t[None, :], mask=mask, other=0.0).to(tl.float32)
-        if COND_MODE == 2:
-            offs_m = tl.arange(0, BLOCK_M)
-            mel_mask = (offs_m[:, None] < n_mels) & in_range[None, :]
-            mel = tl.load(cond_ptr + row * n_mels * T + offs_m[:, None] * T + offs_t[None, :], mask=mel_mask, other=0.0)
-            mel = mel.to(dtype)
-            w_cond_gate = tl.load(w_cond_ptr + offs_c[:, None] * BLOCK_M + offs_m[None, :])
-            w_cond_filt = tl.load(w_cond_ptr + (C + offs_c)[:, None] * BLOCK_M + offs_m[None, :])
-            gate += tl.dot(w_cond_gate, mel, input_precision=DOT_PRECISION)
-            filt += tl.dot(w_cond_filt, mel, input_precision=DOT_PRECISION)
+        if COND_MODE == 2:  # the mel's 1x1 projection, as a MEL_A-wide and a MEL_B-wide product
+            mel_row = cond_ptr + row * n_mels * T
+            offs_a = tl.arange(0, MEL_A)
+            mel = tl.load(mel_row + offs_a[:, None] * T + offs_t[None, :],
+                          mask=(offs_a[:, None] < n_mels) & in_range[None, :], other=0.0).to(dtype)
+            w_gate = tl.load(w_cond_ptr + offs_c[:, None] * (MEL_A + MEL_B) + offs_a[None, :])
+            w_filt = tl.load(w_cond_ptr + (C + offs_c)[:, None] * (MEL_A + MEL_B) + offs_a[None, :])
+            gate += tl.dot(w_gate, mel, input_precision=DOT_PRECISION)
+            filt += tl.dot(w_filt, mel, input_precision=DOT_PRECISION)
+            if MEL_B > 0:
+                offs_b = MEL_A + tl.arange(0, MEL_B)
+                mel = tl.load(mel_row + offs_b[:, None] * T + offs_t[None, :],
+                              mask=(offs_b[:, None] < n_mels) & in_range[None, :], other=0.0).to(dtype)
+                w_gate = tl.load(w_cond_ptr + offs_c[:, None] * (MEL_A + MEL_B) + offs_b[None, :])
+                w_filt = tl.load(w_cond_ptr + (C + offs_c)[:, None] * (MEL_A + MEL_B) + offs_b[None, :])
+                gate += tl.dot(w_gate, mel, input_precision=DOT_PRECISION)
+                filt += tl.dot(w_filt, mel, input_precision=DOT_PRECISION)
         gate += tl.load(row_bias_ptr + row * 2 * C + offs_c)[:, None]
         filt += tl.load(row_bias_ptr + row * 2 * C + C + offs_c)[:, None]
         # sigmoid(gate) * tanh(filt) from tl.exp (and tl.full, not tl.zeros, above): tl.sigmoid and
@@ -172,11 +180,25 @@ def _kernel(interpret: bool):
     return residual_block_kernel
 
 
+def mel_blocks(n_mels: int) -> tuple[int, int]:
+    """Two power-of-two widths (the second may be 0) that cover ``n_mels`` with little padding.
+
+    Triton's products need power-of-two sizes of at least 16: 80 bins are 64 + 16 (no padding,
+    instead of 128), 100 bins 128 + 0.
+    """
+    whole = max(16, 1 << (n_mels - 1).bit_length())
+    first = max(16, 1 << (n_mels.bit_length() - 1))
+    rest = n_mels - first
+    second = 0 if rest <= 0 else max(16, 1 << (rest - 1).bit_length())
+    return (whole, 0) if first + second >= whole else (first, second)
+
+
 @dataclass(frozen=True)
 class BlockWeights:
     """The weights of all residual blocks, stacked and laid out for the kernel, in one dtype.
 
-    ``L`` blocks, ``C`` channels, ``H`` the step-embedding width, ``M`` mel bins padded to a power of two.
+    ``L`` blocks, ``C`` channels, ``H`` the step-embedding width, ``M`` mel bins padded to
+    ``sum(mel_blocks(n_mels))``.
     """
 
     dilated: Tensor  # (L, 3, 2C, C) activation dtype
@@ -202,7 +224,7 @@ class BlockWeights:
         cond_weight = cond_bias = None
         if network.conditional:
             n_mels = network.config.n_mels
-            padded = 1 << max(4, (n_mels - 1).bit_length())
+            padded = sum(mel_blocks(n_mels))
             weight = stack(b.conditioner_projection.weight.squeeze(-1) for b in blocks)  # (L, 2C, n_mels)
             cond_weight = F.pad(weight, (0, padded - n_mels)).to(dtype).contiguous()
             cond_bias = stack(b.conditioner_projection.bias for b in blocks).float()
@@ -238,14 +260,14 @@ def residual_block(x: Tensor, out: Tensor, skip_sum: Tensor, step_bias: Tensor, 
     batch, channels, length = x.shape
     n_mels = cond.shape[1] if cond_mode == COND_MEL else 0
     cond_weight = weights.cond_weight[layer] if cond_mode == COND_MEL else weights.out_weight[layer]
-    block_m = cond_weight.shape[-1] if cond_mode == COND_MEL else 16
+    mel_a, mel_b = mel_blocks(n_mels) if cond_mode == COND_MEL else (16, 0)
     grid = (math.ceil(length / launch.block_t), batch)
     launch_options = {} if launch.maxnreg is None else {"maxnreg": launch.maxnreg}
     _kernel(interpreting())[grid](
         x, out, skip_sum, step_bias, row_bias, x if cond is None else cond,
         weights.dilated[layer], cond_weight, weights.out_weight[layer], weights.out_bias[layer],
         length, weights.dilations[layer], n_mels,
-        C=channels, BLOCK_T=launch.block_t, BLOCK_M=block_m, COND_MODE=cond_mode,
+        C=channels, BLOCK_T=launch.block_t, MEL_A=mel_a, MEL_B=mel_b, COND_MODE=cond_mode,
         DOT_PRECISION="ieee" if interpreting() else "tf32", num_warps=launch.num_warps, **launch_options,
     )
 
@@ -263,20 +285,21 @@ class FusedDenoiser:
 
     The activation dtype is the autocast dtype active at the call (float32 outside autocast). The
     weights are read from ``network`` once per dtype, at the first call: build a new one after
-    changing the weights. ``launch`` sets samples, warps and registers per program.
+    changing the weights. ``launch`` sets samples, warps and registers per program; ``read_mel``
+    is described at :attr:`prefers_mel`.
     """
 
-    #: ``vocode`` conditions with the upsampled mel only (``cache_projections=False``): the kernel
-    #: projects it itself, reading ``n_mels`` values per sample instead of ``2C`` cached ones.
-    prefers_mel = True
-
-    def __init__(self, network: DiffWave, launch: Launch = Launch()) -> None:
+    def __init__(self, network: DiffWave, launch: Launch = Launch(), read_mel: bool = True) -> None:
         device = next(network.parameters()).device
         reason = unsupported_reason(network, device)
         if reason is not None:
             raise RuntimeError(reason)
         self.network = network
         self.launch = launch
+        #: ``vocode`` then conditions with the upsampled mel only (``cache_projections=False``): the
+        #: kernel projects it itself, reading ``n_mels`` values per sample instead of ``2C`` cached
+        #: ones, and no per-block cache is kept. ``False`` keeps ``vocode``'s cache when it fits.
+        self.prefers_mel = read_mel
         self._weights: dict[torch.dtype, BlockWeights] = {}
 
     def weights(self, dtype: torch.dtype) -> BlockWeights:

@@ -290,19 +290,23 @@ class AudioDiffusion(nn.Module):
         self._denoise = torch.compile(self.network.denoise, mode=mode, dynamic=dynamic)
         return self
 
-    def fuse_denoiser(self, launch: "Launch | str | None" = None) -> "AudioDiffusion":
+    def fuse_denoiser(self, launch: "Launch | str | None" = None, read_mel: bool = True) -> "AudioDiffusion":
         """Sample with fused Triton kernels, one per residual block, from now on (returns ``self``).
 
         CUDA only (:mod:`audiodiff.fused`); fastest with ``precision="bf16"``. A model that cannot
         use them (no CUDA, no Triton, channels not a power of two) raises ``RuntimeError`` saying
         why. The weights are read at the first call: fuse again after changing them. ``launch``
         (a :class:`audiodiff.fused.Launch` or its text, e.g. ``"128x8"``) overrides the default.
+        With ``read_mel`` (default) the kernels project the upsampled mel themselves at every step
+        instead of reading cached per-block projections: less memory, and faster (see
+        ``benchmarks/RESULTS.md``).
         """
         from audiodiff.fused import FusedDenoiser, Launch
 
         if launch is None:
             launch = Launch()
-        self._denoise = FusedDenoiser(self.network, Launch.parse(launch) if isinstance(launch, str) else launch)
+        launch = Launch.parse(launch) if isinstance(launch, str) else launch
+        self._denoise = FusedDenoiser(self.network, launch, read_mel)
         return self
 
     def autocast(self, precision: str = "fp32"):

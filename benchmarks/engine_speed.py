@@ -13,7 +13,8 @@ then ``AudioDiffusion.vocode`` under each engine of ``--engines``:
 * ``bf16-fused``, ``fp16-fused``, ``fp32-fused``: ``fuse_denoiser()``, one Triton kernel per
   residual block (:mod:`audiodiff.fused`; CUDA), once per launch of ``--launches`` (e.g. ``64x4
   128x8``: samples x warps per program, ``r168`` caps registers); the row is named
-  ``bf16-fused@64x4`` when there are several.
+  ``bf16-fused@64x4`` when there are several; ``bf16-fused-cached`` reads the cached per-block
+  projections instead of projecting the mel in the kernel.
 
 Every engine gets a freshly loaded model. RTF = audio seconds per wall second, median of
 ``--repeats`` runs after one warm-up run (the warm-up, which includes any compilation, is
@@ -67,6 +68,7 @@ ENGINES: dict[str, dict[str, Any]] = {
     "bf16-fused": dict(precision="bf16", fused=True),
     "fp16-fused": dict(precision="fp16", fused=True),
     "fp32-fused": dict(precision="fp32", fused=True),
+    "bf16-fused-cached": dict(precision="bf16", fused=True, read_mel=False),
 }
 
 
@@ -94,7 +96,7 @@ def engine_runner(checkpoint: Path, engine: str, mel: torch.Tensor, device: str,
     settings = ENGINES[engine]
     model = load_ours(checkpoint, device)
     if settings.get("fused"):
-        model.fuse_denoiser(launch)
+        model.fuse_denoiser(launch, read_mel=settings.get("read_mel", True))
     if settings.get("compile"):
         model.compile_denoiser(mode=None if settings["compile"] == "default" else settings["compile"], dynamic=False)
     seed = 0 if settings.get("seeded") else None

@@ -1,20 +1,23 @@
 #!/usr/bin/env bash
-# The GPU work of the fused-kernel engine (fast-sampling issue), as one script of about 6 minutes
-# for the lent GPU machine:
-#   1. the fused kernels' tests compiled on CUDA (tests/test_fused.py, bf16 included);
-#   2. engine speed at batch 16 (base, 6 steps, 5 s per item): the reference loop, eager bf16,
-#      bf16 + torch.compile, and the fused kernels under every launch of LAUNCHES, plus a kernel
-#      profile of the fused engine;
-#   3. with the fastest launch: batch-1 latency (vs eager bf16 and CUDA graphs) and batches
-#      16 / 64 / 128 (the reference's best batch is the baseline of "x best ref");
-#   4. the shipped vocoder's held-out quality with and without the fused kernels (bf16, fp16);
-#   5. CUDA graphs at batch 16 (compiled; not measured before).
+# The GPU work of the fused-kernel engine (fast-sampling issue), as one script of about 5 minutes
+# for the lent GPU machine; PARTS picks the parts (default all):
+#   tests:   the fused kernels' tests compiled on CUDA (tests/test_fused.py, bf16 included);
+#   kernel:  one residual block per launch of LAUNCHES (benchmarks/fused_kernel.py): checked
+#            against the eager block, timed, as GB/s and TFLOP/s against the H100's peaks; the
+#            fastest launch is used by the parts below;
+#   engine:  engine speed at batch 1 and 16 (base, 6 steps, 5 s per item): the reference loop,
+#            eager bf16, CUDA graphs, the fused kernels (the kernel projects the mel, or reads
+#            cached projections), and a kernel profile of the fused engine;
+#   large:   the fused kernels at batches 16 / 64 / 128 (the reference's best batch is the
+#            baseline of "x best ref");
+#   quality: the shipped vocoder's held-out quality with and without the fused kernels.
 # Expects (carry them): .whl/ (the wheels the GPU image lacks: ../shared/wheels-gpu/*.whl and the
 # reference diffwave wheel) and .gpu-data/heldout8/ (the speech recipe's 8 validation files).
 # Everything comes back in $OUT/logs.tar.gz, with the tables in $OUT/summary.txt.
 set -u -o pipefail
 OUT=${OUT:-gpu-out}
-LAUNCHES=${LAUNCHES:-"64x4 128x8 32x4 64x4r168 128x8r168 256x8"}
+LAUNCHES=${LAUNCHES:-"64x4 64x8 128x4 128x8 32x4 64x4r168 256x8"}
+PARTS=${PARTS:-"tests kernel engine large quality"}
 DEVICE=${DEVICE:-cuda}  # cpu: a dry run of the plumbing (TRITON_INTERPRET=1, tiny sizes)
 LOGS="$OUT/logs"
 mkdir -p "$LOGS"
@@ -30,6 +33,7 @@ if [ "$DEVICE" = cpu ]; then
 fi
 [ "$DEVICE" = cuda ] && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$LOGS/gpu.txt"
 SUMMARY="$OUT/summary.txt"
+part() { case " $PARTS " in *" $1 "*) return 0 ;; esac; return 1; }
 engine() {  # engine NAME TIMEOUT ARGS...: one engine_speed run, its table appended to the summary
   local name=$1 limit=$2; shift 2
   echo "== $name ($(date +%T))" | tee -a "$SUMMARY"
@@ -38,38 +42,50 @@ engine() {  # engine NAME TIMEOUT ARGS...: one engine_speed run, its table appen
   echo "exit $?" >> "$LOGS/engine-$name.txt"
   grep -v Warning "$LOGS/engine-$name.txt" | grep -E '^\||^  batch|exit|Error' | tee -a "$SUMMARY"
 }
-
-echo "== 1. fused-kernel tests on $DEVICE ($(date +%T))" | tee -a "$SUMMARY"
-AUDIODIFF_TEST_DEVICE=$DEVICE timeout 150 $PY -m pytest -q -p no:warnings tests/test_fused.py \
-  > "$LOGS/pytest-fused.log" 2>&1
-tail -3 "$LOGS/pytest-fused.log" | tee -a "$SUMMARY"
-
-# shellcheck disable=SC2086  # word-split the launch list
-engine batch16-launches 200 --batch 16 --repeats 3 --engines bf16 bf16-compile bf16-fused fp16-fused \
-  --launches $LAUNCHES --profile --profile-engine bf16-fused
-BEST=$($PY - "$LOGS/engine-batch16-launches.json" <<'EOF'
+fastest_launch() {  # fastest_launch JSON: the launch of fused_kernel.py's fastest correct row (64x4 if none)
+  $PY -c '
 import json, sys
 try:
-    rows = json.load(open(sys.argv[1]))["rows"]
+    rows = [r for r in json.load(open(sys.argv[1]))["rows"] if "block_us" in r and r["max_rel_error"] < 0.1]
 except (OSError, ValueError):
     rows = []
-fused = [r for r in rows if r["engine"].startswith("bf16-fused") and "rtf" in r]
-print(max(fused, key=lambda r: r["rtf"])["engine"].partition("@")[2] or "64x4" if fused else "64x4")
-EOF
-)
-echo "fastest launch at batch 16: $BEST" | tee -a "$SUMMARY"
-grep -A22 "Name" "$LOGS/engine-batch16-launches.txt" | head -24 > "$LOGS/profile-fused.txt"
+print(min(rows, key=lambda r: r["block_us"])["launch"] if rows else "64x4")' "$1"
+}
 
-engine batch1-latency 120 --batch 1 --repeats 5 --engines bf16 bf16-graphs bf16-fused --launches "$BEST"
-engine large-batches 150 --batch 16 64 128 --repeats 3 --engines bf16-fused --launches "$BEST"
+if part tests; then
+  echo "== fused-kernel tests on $DEVICE ($(date +%T))" | tee -a "$SUMMARY"
+  AUDIODIFF_TEST_DEVICE=$DEVICE timeout 150 $PY -m pytest -q -p no:warnings tests/test_fused.py \
+    > "$LOGS/pytest-fused.log" 2>&1
+  tail -3 "$LOGS/pytest-fused.log" | tee -a "$SUMMARY"
+fi
 
-echo "== 4. held-out quality, fused vs unfused ($(date +%T))" | tee -a "$SUMMARY"
-timeout "$PQ_TIMEOUT" $PY benchmarks/precision_quality.py --model speech-22k --data "$DATA" --device "$DEVICE" \
-  --precisions fp32 bf16 bf16-fused fp16 fp16-fused --launch "$BEST" --json "$LOGS/precision-fused.json" 2>&1 \
-  | grep -v Warning > "$LOGS/precision-fused.txt"
-tail -8 "$LOGS/precision-fused.txt" | tee -a "$SUMMARY"
+BEST=${BEST:-64x4}
+if part kernel; then
+  echo "== one residual block per launch ($(date +%T))" | tee -a "$SUMMARY"
+  # shellcheck disable=SC2086  # word-split the launch list
+  timeout 240 $PY benchmarks/fused_kernel.py --device "$DEVICE" --size "$SIZE" --seconds "$SECONDS_PER_ITEM" \
+    --launches $LAUNCHES --modes mel --json "$LOGS/fused-kernel-mel.json" 2>&1 | grep -v Warning | tee -a "$SUMMARY"
+  BEST=$(fastest_launch "$LOGS/fused-kernel-mel.json")
+  echo "fastest launch: $BEST" | tee -a "$SUMMARY"
+  timeout 60 $PY benchmarks/fused_kernel.py --device "$DEVICE" --size "$SIZE" --seconds "$SECONDS_PER_ITEM" \
+    --launches "$BEST" --modes cached --json "$LOGS/fused-kernel-cached.json" 2>&1 | grep -v Warning \
+    | grep -E '^\|' | tail -1 | tee -a "$SUMMARY"
+fi
 
-engine batch16-graphs 120 --batch 16 --repeats 3 --engines bf16-graphs --skip-reference
+if part engine; then
+  engine batch1-16 240 --batch 1 16 --repeats 3 --engines bf16 bf16-graphs bf16-fused bf16-fused-cached \
+    --launches "$BEST" --profile --profile-engine bf16-fused
+  grep -A22 "Name" "$LOGS/engine-batch1-16.txt" | head -24 > "$LOGS/profile-fused.txt"
+fi
+part large && engine large-batches 150 --batch 16 64 128 --repeats 3 --engines bf16-fused --launches "$BEST"
+
+if part quality; then
+  echo "== held-out quality, fused vs unfused ($(date +%T))" | tee -a "$SUMMARY"
+  timeout "$PQ_TIMEOUT" $PY benchmarks/precision_quality.py --model speech-22k --data "$DATA" --device "$DEVICE" \
+    --precisions fp32 bf16 bf16-fused fp16 fp16-fused --launch "$BEST" --json "$LOGS/precision-fused.json" 2>&1 \
+    | grep -v Warning > "$LOGS/precision-fused.txt"
+  tail -8 "$LOGS/precision-fused.txt" | tee -a "$SUMMARY"
+fi
 
 cp "$SUMMARY" "$LOGS/"
 tar -czf "$OUT/logs.tar.gz" -C "$OUT" logs && rm -rf "$LOGS"
