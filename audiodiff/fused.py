@@ -44,7 +44,7 @@ COND_NONE, COND_CACHED, COND_MEL = 0, 1, 2
 class Launch:
     """How the kernel is launched: samples per program, warps per program, a register cap (or none)."""
 
-    block_t: int = 64
+    block_t: int = 128  # the fastest on an H100 (benchmarks/RESULTS.md: 128x4 > 64x4 > 64x4r168 > 64x8)
     num_warps: int = 4
     maxnreg: int | None = None
 

@@ -4,8 +4,9 @@ For each launch of ``--launches`` and each conditioning of ``--modes`` (``mel``:
 the upsampled mel; ``cached``: it reads cached per-block projections), in a fresh process (a bad
 launch that faults cannot take the others down), on random weights of ``--size``:
 
-* checks one block of each dilation against the eager block under autocast (largest difference
-  of the block output and of its skip, relative to the block output's scale);
+* checks one block of each dilation against the eager block in float32: the largest difference of
+  the block output and of its skip, relative to the float32 output's largest value, for the
+  fused kernel and, as the yardstick, for the eager block under autocast in the same dtype;
 * times one pass through all residual blocks (CUDA events, median of ``--repeats``) and turns it
   into time per block, memory traffic (GB/s, the bytes each block must move at least: read ``x``
   and the conditioning, write ``x'``, read and write the skip sum) and arithmetic (TFLOP/s, the
@@ -50,6 +51,10 @@ def block_flops(batch: int, length: int, channels: int, mel_width: int) -> int:
     return 2 * batch * length * (3 * channels * 2 * channels + mel_width * 2 * channels + channels * 2 * channels)
 
 
+def relative_difference(value: torch.Tensor, exact: torch.Tensor, scale: float) -> float:
+    return (value.float() - exact).abs().max().item() / scale
+
+
 def measure_one(launch: str, mode: str, size: str, batch: int, seconds: float, repeats: int,
                 device: str = "cuda", dtype: str = "bf16") -> dict[str, Any]:
     """Check and time ``launch`` in ``mode`` in this process (on a CPU: Triton's interpreter, a dry run)."""
@@ -80,15 +85,21 @@ def measure_one(launch: str, mode: str, size: str, batch: int, seconds: float, r
             residual_block(x, out, skip, step_bias[layer], row_bias[layer],
                            conds[layer] if isinstance(conds, list) else conds, cond_mode, weights, layer, chosen)
 
-        worst = 0.0
+        with torch.autocast(device, enabled=False):
+            fp32_conditioning = network.condition(mel, cache_projections=False)
+        worst_fused = worst_eager = 0.0
         for layer in range(config.dilation_cycle):  # one block of each dilation against the eager block
             skip.zero_()
             run_block(layer)
             block = network.residual_layers[layer]
-            expected, expected_skip = block(x, embedding, conditioning[layer])
-            scale = expected.float().abs().max().item()
-            worst = max(worst, (out.float() - expected.float()).abs().max().item() / scale,
-                        (skip.float() - expected_skip.float()).abs().max().item() / scale)
+            eager, eager_skip = block(x, embedding, conditioning[layer])
+            with torch.autocast(device, enabled=False):
+                exact, exact_skip = block(x.float(), embedding, fp32_conditioning[layer])
+            scale = exact.abs().max().item()
+            worst_fused = max(worst_fused, relative_difference(out, exact, scale),
+                              relative_difference(skip, exact_skip, scale))
+            worst_eager = max(worst_eager, relative_difference(eager, exact, scale),
+                              relative_difference(eager_skip, exact_skip, scale))
         times = []
         for _ in range(repeats + 1):
             synchronize(device)
@@ -100,7 +111,8 @@ def measure_one(launch: str, mode: str, size: str, batch: int, seconds: float, r
     per_block = statistics.median(times[1:])
     cond_channels = 2 * config.residual_channels if mode == "cached" else config.n_mels
     mel_width = 0 if mode == "cached" else config.n_mels
-    return {"launch": launch, "mode": mode, "max_rel_error": worst, "block_us": per_block * 1e6,
+    return {"launch": launch, "mode": mode, "max_rel_error": worst_fused, "eager_max_rel_error": worst_eager,
+            "block_us": per_block * 1e6,
             "gbs": block_bytes(batch, length, config.residual_channels, cond_channels) / per_block / 1e9,
             "tflops": block_flops(batch, length, config.residual_channels, mel_width) / per_block / 1e12,
             "samples_per_s_per_block": batch * length / per_block}
@@ -133,12 +145,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     report = {"benchmark": "fused_kernel", "machine": machine_info(args.device),
               "settings": {k: v for k, v in vars(args).items() if k not in ("json", "one")}, "rows": rows}
     table = [[r["launch"], r["mode"], fmt(r.get("block_us")), fmt(r.get("gbs")), fmt(r.get("share_of_peak_gbs")),
-              fmt(r.get("tflops")), fmt(r.get("share_of_peak_tflops")), fmt(r.get("max_rel_error"))]
-             if "error" not in r else [r["launch"], r["mode"], r["error"][:70], "", "", "", "", ""] for r in rows]
+              fmt(r.get("tflops")), fmt(r.get("share_of_peak_tflops")), fmt(r.get("max_rel_error")),
+              fmt(r.get("eager_max_rel_error"))]
+             if "error" not in r else [r["launch"], r["mode"], r["error"][:70], "", "", "", "", "", ""] for r in rows]
     print("\n".join(machine_lines(report["machine"]) + [
         f"{args.size}, batch {args.batch} x {args.seconds:g} s, {args.dtype}, one residual block (median of "
         f"{args.repeats} passes through all blocks)",
-        "", markdown_table(["launch", "mode", "us/block", "GB/s", "of peak", "TFLOP/s", "of peak", "max rel err"],
+        "", markdown_table(["launch", "mode", "us/block", "GB/s", "of peak", "TFLOP/s", "of peak",
+                                      "fused err vs fp32", "eager err vs fp32"],
                            table)]))
     if args.json:
         write_json(args.json, report)

@@ -16,7 +16,7 @@
 # Everything comes back in $OUT/logs.tar.gz, with the tables in $OUT/summary.txt.
 set -u -o pipefail
 OUT=${OUT:-gpu-out}
-LAUNCHES=${LAUNCHES:-"64x4 64x8 128x4 128x8 32x4 64x4r168 256x8"}
+LAUNCHES=${LAUNCHES:-"128x4 64x4 64x8 128x8 32x4 64x4r168 256x8"}
 PARTS=${PARTS:-"tests kernel engine large quality"}
 DEVICE=${DEVICE:-cuda}  # cpu: a dry run of the plumbing (TRITON_INTERPRET=1, tiny sizes)
 LOGS="$OUT/logs"
@@ -42,14 +42,14 @@ engine() {  # engine NAME TIMEOUT ARGS...: one engine_speed run, its table appen
   echo "exit $?" >> "$LOGS/engine-$name.txt"
   grep -v Warning "$LOGS/engine-$name.txt" | grep -E '^\||^  batch|exit|Error' | tee -a "$SUMMARY"
 }
-fastest_launch() {  # fastest_launch JSON: the launch of fused_kernel.py's fastest correct row (64x4 if none)
+fastest_launch() {  # fastest_launch JSON: the launch of fused_kernel.py's fastest correct row (128x4 if none)
   $PY -c '
 import json, sys
 try:
     rows = [r for r in json.load(open(sys.argv[1]))["rows"] if "block_us" in r and r["max_rel_error"] < 0.1]
 except (OSError, ValueError):
     rows = []
-print(min(rows, key=lambda r: r["block_us"])["launch"] if rows else "64x4")' "$1"
+print(min(rows, key=lambda r: r["block_us"])["launch"] if rows else "128x4")' "$1"
 }
 
 if part tests; then
@@ -59,7 +59,7 @@ if part tests; then
   tail -3 "$LOGS/pytest-fused.log" | tee -a "$SUMMARY"
 fi
 
-BEST=${BEST:-64x4}
+BEST=${BEST:-128x4}
 if part kernel; then
   echo "== one residual block per launch ($(date +%T))" | tee -a "$SUMMARY"
   # shellcheck disable=SC2086  # word-split the launch list
