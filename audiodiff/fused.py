@@ -42,11 +42,13 @@ COND_NONE, COND_CACHED, COND_MEL = 0, 1, 2
 
 @dataclass(frozen=True)
 class Launch:
-    """How the kernel is launched: samples per program, warps per program, a register cap (or none)."""
+    """How the kernel is launched: samples per program, warps per program, a register cap and a
+    software-pipelining depth (``None``: Triton's defaults)."""
 
     block_t: int = 128  # the fastest on an H100 (benchmarks/RESULTS.md: 128x4 > 64x4 > 64x4r168 > 64x8)
     num_warps: int = 4
     maxnreg: int | None = None
+    num_stages: int | None = None
 
     def __post_init__(self) -> None:
         if self.block_t < 16 or self.block_t & (self.block_t - 1):
@@ -56,15 +58,25 @@ class Launch:
 
     @classmethod
     def parse(cls, text: str) -> "Launch":
-        """``"64x4"`` (block_t x num_warps) or ``"128x8r168"`` (with a register cap)."""
-        match = re.fullmatch(r"(\d+)x(\d+)(?:r(\d+))?", text)
+        """``"64x4"`` (block_t x num_warps), ``"128x8r168"`` (a register cap), ``"128x4s1"`` (stages)."""
+        match = re.fullmatch(r"(\d+)x(\d+)(?:r(\d+))?(?:s(\d+))?", text)
         if match is None:
-            raise ValueError(f"a launch is BLOCKxWARPS[rREGS], e.g. 64x4 or 128x8r168; got {text!r}")
-        block_t, num_warps, maxnreg = match.groups()
-        return cls(int(block_t), int(num_warps), None if maxnreg is None else int(maxnreg))
+            raise ValueError(f"a launch is BLOCKxWARPS[rREGS][sSTAGES], e.g. 64x4, 128x8r168 or 128x4s1; got {text!r}")
+        block_t, num_warps, maxnreg, num_stages = (None if g is None else int(g) for g in match.groups())
+        return cls(block_t, num_warps, maxnreg, num_stages)
 
     def __str__(self) -> str:
-        return f"{self.block_t}x{self.num_warps}" + ("" if self.maxnreg is None else f"r{self.maxnreg}")
+        return (f"{self.block_t}x{self.num_warps}" + ("" if self.maxnreg is None else f"r{self.maxnreg}")
+                + ("" if self.num_stages is None else f"s{self.num_stages}"))
+
+    def options(self) -> dict[str, int]:
+        """The launch keywords of a Triton kernel call."""
+        options = {"num_warps": self.num_warps}
+        if self.maxnreg is not None:
+            options["maxnreg"] = self.maxnreg
+        if self.num_stages is not None:
+            options["num_stages"] = self.num_stages
+        return options
 
 
 def triton_available() -> bool:
@@ -262,13 +274,12 @@ def residual_block(x: Tensor, out: Tensor, skip_sum: Tensor, step_bias: Tensor, 
     cond_weight = weights.cond_weight[layer] if cond_mode == COND_MEL else weights.out_weight[layer]
     mel_a, mel_b = mel_blocks(n_mels) if cond_mode == COND_MEL else (16, 0)
     grid = (math.ceil(length / launch.block_t), batch)
-    launch_options = {} if launch.maxnreg is None else {"maxnreg": launch.maxnreg}
     _kernel(interpreting())[grid](
         x, out, skip_sum, step_bias, row_bias, x if cond is None else cond,
         weights.dilated[layer], cond_weight, weights.out_weight[layer], weights.out_bias[layer],
         length, weights.dilations[layer], n_mels,
         C=channels, BLOCK_T=launch.block_t, MEL_A=mel_a, MEL_B=mel_b, COND_MODE=cond_mode,
-        DOT_PRECISION="ieee" if interpreting() else "tf32", num_warps=launch.num_warps, **launch_options,
+        DOT_PRECISION="ieee" if interpreting() else "tf32", **launch.options(),
     )
 
 

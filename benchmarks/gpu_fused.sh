@@ -10,7 +10,10 @@
 #            cached projections), and a kernel profile of the fused engine;
 #   large:   the fused kernels at batches 16 / 64 / 128 (the reference's best batch is the
 #            baseline of "x best ref");
-#   quality: the shipped vocoder's held-out quality with and without the fused kernels.
+#   quality: the shipped vocoder's held-out quality with and without the fused kernels;
+#   accuracy: (not in the default PARTS) where the kernel's largest bf16 block error vs float32 is,
+#            with and without software pipelining (s1), and in fp16: the open question of the
+#            first H100 runs (worst case 0.076 of the block output's scale, eager bf16 0.0068).
 # Expects (carry them): .whl/ (the wheels the GPU image lacks: ../shared/wheels-gpu/*.whl and the
 # reference diffwave wheel) and .gpu-data/heldout8/ (the speech recipe's 8 validation files).
 # Everything comes back in $OUT/logs.tar.gz, with the tables in $OUT/summary.txt.
@@ -85,6 +88,17 @@ if part quality; then
     --precisions fp32 bf16 bf16-fused fp16 fp16-fused --launch "$BEST" --json "$LOGS/precision-fused.json" 2>&1 \
     | grep -v Warning > "$LOGS/precision-fused.txt"
   tail -8 "$LOGS/precision-fused.txt" | tee -a "$SUMMARY"
+fi
+
+if part accuracy; then
+  echo "== where the fused block's largest error is ($(date +%T))" | tee -a "$SUMMARY"
+  for dtype in bf16 fp16; do
+    timeout 90 $PY benchmarks/fused_kernel.py --device "$DEVICE" --size "$SIZE" --seconds "$SECONDS_PER_ITEM" \
+      --launches "$BEST" "${BEST}s1" --modes mel cached --dtype $dtype --repeats 2 \
+      --json "$LOGS/fused-accuracy-$dtype.json" 2>&1 | grep -v Warning | grep -E '^\|' | tee -a "$SUMMARY"
+    $PY -c 'import json, sys; [print(r["launch"], r["mode"], r.get("worst_at")) for r in json.load(open(sys.argv[1]))["rows"]]' \
+      "$LOGS/fused-accuracy-$dtype.json" | tee -a "$SUMMARY"
+  done
 fi
 
 cp "$SUMMARY" "$LOGS/"

@@ -197,3 +197,19 @@ def test_precision_quality_compares_fused_kernels_with_the_same_precision_unfuse
     # the interpreter multiplies in IEEE float32: the same audio up to summation order
     assert rows["fp32-fused"]["max_abs_vs_eager"] < 1e-4
     assert math.isclose(rows["fp32-fused"]["mel_l1"], rows["fp32"]["mel_l1"], rel_tol=1e-3)
+
+
+def test_fused_kernel_checks_each_launch_against_float32_in_its_own_process(tmp_path, monkeypatch):
+    pytest.importorskip("triton")
+    monkeypatch.setenv("TRITON_INTERPRET", "1")  # Triton's interpreter on the CPU, in fp16 (it has no bf16)
+    out = tmp_path / "kernel.json"
+    table = _run("fused_kernel.py", "--device", "cpu", "--dtype", "fp16", "--size", "tiny", "--batch", "1",
+                 "--seconds", "0.05", "--repeats", "1", "--launches", "2048x4", "1000x4", "--modes", "mel",
+                 "--json", str(out))
+    good, bad = json.loads(out.read_text())["rows"]
+    assert "power of two" in bad["error"]  # a bad launch is its row's error, not the run's end
+    assert good["launch"] == "2048x4" and good["block_us"] > 0 and good["gbs"] > 0
+    # the kernel rounds to fp16 at fewer places than eager autocast does: no larger an error
+    assert 0 < good["max_rel_error"] <= good["eager_max_rel_error"] < 1e-2
+    assert good["worst_at"]["output"] in ("out", "skip") and 0 <= good["worst_at"]["t"] < good["worst_at"]["length"]
+    assert "| 2048x4 | mel" in table

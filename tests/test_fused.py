@@ -138,6 +138,8 @@ def test_fused_refuses_what_it_cannot_run(monkeypatch):
 def test_launch_text_round_trips_and_bad_launches_are_value_errors():
     assert Launch.parse("128x8") == Launch(128, 8)
     assert str(Launch.parse("64x4r168")) == "64x4r168" and Launch.parse("64x4r168").maxnreg == 168
+    assert Launch.parse("128x4s1") == Launch(128, 4, None, 1) and str(Launch(128, 4, 168, 2)) == "128x4r168s2"
+    assert Launch(64, 8, None, 1).options() == {"num_warps": 8, "num_stages": 1}
     with pytest.raises(ValueError, match="BLOCKxWARPS"):
         Launch.parse("fast")
     with pytest.raises(ValueError, match="power of two"):
