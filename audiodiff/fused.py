@@ -311,15 +311,20 @@ class FusedDenoiser:
         #: kernel projects it itself, reading ``n_mels`` values per sample instead of ``2C`` cached
         #: ones, and no per-block cache is kept. ``False`` keeps ``vocode``'s cache when it fits.
         self.prefers_mel = read_mel
-        self._weights: dict[torch.dtype, BlockWeights] = {}
+        self._weights: dict[tuple[torch.device, torch.dtype], BlockWeights] = {}
 
     def weights(self, dtype: torch.dtype) -> BlockWeights:
-        if dtype not in self._weights:
-            self._weights[dtype] = BlockWeights.of(self.network, dtype)
-        return self._weights[dtype]
+        """The blocks' weights in ``dtype`` on the network's current device (built once per pair)."""
+        key = (next(self.network.parameters()).device, dtype)
+        if key not in self._weights:
+            self._weights[key] = BlockWeights.of(self.network, dtype)
+        return self._weights[key]
 
     @torch.inference_mode()
     def __call__(self, audio: Tensor, step: Tensor, conditioning: Conditioning) -> Tensor:
+        reason = unsupported_reason(self.network, audio.device)
+        if reason is not None:  # e.g. the model was moved to the CPU after fusing
+            raise RuntimeError(reason)
         dtype = activation_dtype(audio.device)
         with torch.autocast(audio.device.type, enabled=False):
             return self._denoise(audio.float(), step, conditioning, dtype)

@@ -131,6 +131,11 @@ def test_fused_refuses_what_it_cannot_run(monkeypatch):
     with pytest.raises(RuntimeError, match="run on CUDA.*cpu"):
         make_tiny_model().fuse_denoiser()
     monkeypatch.setenv("TRITON_INTERPRET", "1")
+    fused = make_tiny_model().fuse_denoiser()
+    monkeypatch.delenv("TRITON_INTERPRET")  # as if the model had been moved off the GPU after fusing
+    with pytest.raises(RuntimeError, match="run on CUDA"):
+        fused.vocode(torch.zeros(1, 80, 2) - 6)
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
     with pytest.raises(RuntimeError, match="power-of-two residual_channels >= 16, this model has 48"):
         FusedDenoiser(DiffWave(denoiser_config("tiny", residual_channels=48)))
 
