@@ -93,7 +93,7 @@ def cmd_vocode(args: argparse.Namespace) -> int:
 
     items = drop_name_collisions(load_inputs(args.inputs, model, report), report)
     out_dir = Path(args.out)
-    bytes_per_frame = model.network.conditioning_bytes(1, model.hop_length)
+    bytes_per_frame = model.conditioning_bytes_per_frame(precision)
     max_frames = max(1, int(args.max_batch_gb * 2**30 / bytes_per_frame))
     total = len(items)
     bar = tqdm(total=total * n_steps, unit="step", desc="vocoding", disable=args.quiet or not items)
@@ -587,7 +587,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", "-o", default="vocoded", help="output folder (default: vocoded/)")
     p.add_argument("--batch-size", type=int, default=8, help="inputs vocoded together (default 8)")
     p.add_argument("--max-batch-gb", type=float, default=2.0,
-                   help="memory for a batch's cached mel conditioning; longer inputs go alone (default 2)")
+                   help="memory for a batch's mel conditioning (the cached per-block projections, or the "
+                        "upsampled mel with --fused); longer inputs go alone (default 2)")
     p.add_argument("--chunk-seconds", type=float, default=None,
                    help="synthesise longer inputs in overlapping chunks of this length: the same audio in "
                         "bounded memory (default: 2 on a CPU, 30 on a GPU; 0: never chunk)")

@@ -309,6 +309,18 @@ class AudioDiffusion(nn.Module):
         self._denoise = FusedDenoiser(self.network, launch, read_mel)
         return self
 
+    def conditioning_bytes_per_frame(self, precision: str = "fp32") -> int:
+        """Memory the mel conditioning of one frame holds while sampling, with this engine in ``precision``.
+
+        The cached per-block projections (``2C x residual_layers`` values per sample), or, with
+        the fused kernels, only the upsampled mel (``n_mels`` values per sample).
+        """
+        self.autocast(precision)  # an unknown precision is a ValueError
+        element_size = 4 if PRECISIONS[precision] is None else 2
+        if getattr(self._denoise, "prefers_mel", False):
+            return self.config.denoiser.n_mels * self.hop_length * element_size
+        return self.network.conditioning_bytes(1, self.hop_length, element_size=element_size)
+
     def autocast(self, precision: str = "fp32"):
         """The autocast context of ``precision`` (a key of :data:`PRECISIONS`) on the model's device."""
         if precision not in PRECISIONS:

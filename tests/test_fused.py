@@ -109,6 +109,17 @@ def test_fused_reduced_precision_stays_close_to_eager(fused_device, short_mel, p
     assert (fused - eager).abs().max().item() < 0.05 * eager.abs().max().item()
 
 
+def test_fused_conditioning_memory_is_the_upsampled_mel_only(fused_device):
+    model = make_tiny_model().to(fused_device)
+    hop, blocks = model.hop_length, model.config.denoiser.residual_layers
+    assert model.conditioning_bytes_per_frame("fp32") == 2 * 32 * blocks * hop * 4  # 2C x blocks, float32
+    assert model.conditioning_bytes_per_frame("bf16") == 2 * 32 * blocks * hop * 2
+    model.fuse_denoiser()
+    assert model.conditioning_bytes_per_frame("bf16") == 80 * hop * 2
+    with pytest.raises(ValueError, match="int8"):
+        model.conditioning_bytes_per_frame("int8")
+
+
 def test_fused_chunked_vocoding_matches_one_piece(fused_device):
     model = make_tiny_model().to(fused_device).fuse_denoiser(cpu_launch(fused_device, 4096))
     mel = -6 + torch.rand(1, 80, 12, generator=torch.Generator().manual_seed(0))
