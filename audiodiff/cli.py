@@ -547,7 +547,7 @@ def _add_engine_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _set_up_engine(model, args: argparse.Namespace) -> None:
-    """Apply ``--compile`` or ``--fused`` to ``model``; a combination or a device they cannot run on is a usage error."""
+    """Apply ``--compile`` or ``--fused`` to ``model``; both, or a device they cannot run on, is a usage error."""
     if args.compile and args.fused:
         raise CommandError("--compile and --fused are two engines; choose one", EXIT_USAGE)
     if args.compile:

@@ -99,7 +99,8 @@ def unsupported_reason(network: DiffWave, device: torch.device) -> str | None:
     if not triton_available():
         return "the fused kernels need Triton, which is not installed (it ships with torch's CUDA builds on Linux)"
     if device.type != "cuda" and not interpreting():
-        return f"the fused kernels run on CUDA (the model is on {device}); TRITON_INTERPRET=1 runs them on a CPU, slowly"
+        return (f"the fused kernels run on CUDA (the model is on {device}); "
+                "TRITON_INTERPRET=1 runs them on a CPU, slowly")
     if channels < 16 or channels & (channels - 1):
         return f"the fused kernels need a power-of-two residual_channels >= 16, this model has {channels}"
     return None

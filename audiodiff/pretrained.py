@@ -27,7 +27,7 @@ import re
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -40,6 +40,9 @@ from audiodiff.diffusion.schedule import (NoiseSchedule, ScheduleConfig, karras_
                                          sigmas_from_betas)
 from audiodiff.mel import MelConfig, MelSpectrogram, mel_preset
 from audiodiff.model import Conditioning, DenoiserConfig, DiffWave
+
+if TYPE_CHECKING:
+    from audiodiff.fused import Launch
 
 FORMAT_NAME = "audiodiff"
 CHECKPOINT_CONFIG_KEY = "audiodiff_config"
@@ -237,6 +240,13 @@ Labels = int | str | Sequence[int | str] | None
 Sampler = str | SamplingSchedule
 
 
+def _element_size(precision: str) -> int:
+    """Bytes per activation under ``precision`` (a key of :data:`PRECISIONS`; another is a ValueError)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {list(PRECISIONS)}")
+    return 4 if PRECISIONS[precision] is None else 2
+
+
 def _solver_name(sampler: str) -> str:
     """The :data:`SAMPLER_FUNCTIONS` key of a built-in sampler name (``fast``/``ddpm``: ancestral)."""
     if sampler in ("fast", "ddpm"):
@@ -290,7 +300,7 @@ class AudioDiffusion(nn.Module):
         self._denoise = torch.compile(self.network.denoise, mode=mode, dynamic=dynamic)
         return self
 
-    def fuse_denoiser(self, launch: "Launch | str | None" = None, read_mel: bool = True) -> "AudioDiffusion":
+    def fuse_denoiser(self, launch: Launch | str | None = None, read_mel: bool = True) -> "AudioDiffusion":
         """Sample with fused Triton kernels, one per residual block, from now on (returns ``self``).
 
         CUDA only (:mod:`audiodiff.fused`); fastest with ``precision="bf16"``. A model that cannot
@@ -303,10 +313,8 @@ class AudioDiffusion(nn.Module):
         """
         from audiodiff.fused import FusedDenoiser, Launch
 
-        if launch is None:
-            launch = Launch()
-        launch = Launch.parse(launch) if isinstance(launch, str) else launch
-        self._denoise = FusedDenoiser(self.network, launch, read_mel)
+        chosen = Launch.parse(launch) if isinstance(launch, str) else launch or Launch()
+        self._denoise = FusedDenoiser(self.network, chosen, read_mel)
         return self
 
     def conditioning_bytes_per_frame(self, precision: str = "fp32") -> int:
@@ -315,8 +323,7 @@ class AudioDiffusion(nn.Module):
         The cached per-block projections (``2C x residual_layers`` values per sample), or, with
         the fused kernels, only the upsampled mel (``n_mels`` values per sample).
         """
-        self.autocast(precision)  # an unknown precision is a ValueError
-        element_size = 4 if PRECISIONS[precision] is None else 2
+        element_size = _element_size(precision)
         if getattr(self._denoise, "prefers_mel", False):
             return self.config.denoiser.n_mels * self.hop_length * element_size
         return self.network.conditioning_bytes(1, self.hop_length, element_size=element_size)
@@ -529,9 +536,8 @@ class AudioDiffusion(nn.Module):
             with torch.inference_mode():
                 return self._run_sampler(self._with_precision(eps_fn, precision), shape, sampler=sampler,
                                          steps=steps, seed=seed, callback=callback)
-        element_size = 4 if PRECISIONS[precision] is None else 2
-        cache = (self.network.conditioning_bytes(*shape, element_size=element_size) <= conditioning_budget
-                 and not getattr(self._denoise, "prefers_mel", False))
+        cache_bytes = self.network.conditioning_bytes(*shape, element_size=_element_size(precision))
+        cache = cache_bytes <= conditioning_budget and not getattr(self._denoise, "prefers_mel", False)
         with torch.inference_mode(), self.autocast(precision):
             conditioning = self.network.condition(mel, cache_projections=cache)
         return self.sample(conditioning, shape, sampler=sampler, steps=steps, seed=seed, callback=callback,

@@ -53,8 +53,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from audiodiff.pretrained import load_any
 
     model = load_any(args.model, args.device)
-    fused = load_any(args.model, args.device).fuse_denoiser(args.launch) if any(p.endswith("-fused") for p in args.precisions) \
-        else None
+    wants_fused = any(p.endswith("-fused") for p in args.precisions)
+    fused = load_any(args.model, args.device).fuse_denoiser(args.launch) if wants_fused else None
     clips = held_out_audio(model, args.data)
     if not clips:
         raise SystemExit(f"error: {args.data}: no readable audio")
