@@ -538,25 +538,38 @@ def _add_engine_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
                         help="the network's arithmetic: auto = bf16 on a GPU (faster, audibly the same; see "
                              "benchmarks/RESULTS.md), fp32 on a CPU; the sampler itself is always fp32")
-    parser.add_argument("--compile", action="store_true",
-                        help="torch.compile the network first: tens of seconds per new input length, then "
-                             "faster steps (for many equal-length batches)")
-    parser.add_argument("--fused", action="store_true",
-                        help="fused Triton kernels, one per residual block (CUDA only; the fastest engine, "
-                             "see benchmarks/RESULTS.md)")
+    parser.add_argument("--engine", default="auto", choices=list(ENGINES),
+                        help="how the network runs: auto = folded on a CPU, eager elsewhere; folded = time-major "
+                             "matrix products with folded weights (the fastest on a CPU, the same audio); compile = "
+                             "torch.compile (tens of seconds per new input length, for many equal-length batches); "
+                             "fused = one Triton kernel per residual block (CUDA only, the fastest there); see "
+                             "benchmarks/RESULTS.md")
+
+
+#: ``--engine`` choices and what each does to a model.
+ENGINES = {
+    "auto": None,
+    "eager": lambda model: model,
+    "folded": lambda model: model.fold_denoiser(),
+    "compile": lambda model: model.compile_denoiser(),
+    "fused": lambda model: model.fuse_denoiser(),
+}
+
+
+def _engine(name: str, device: str) -> str:
+    """``--engine`` for ``device``: ``auto`` is ``folded`` on a CPU and ``eager`` elsewhere."""
+    if name != "auto":
+        return name
+    return "folded" if device == "cpu" else "eager"
 
 
 def _set_up_engine(model, args: argparse.Namespace) -> None:
-    """Apply ``--compile`` or ``--fused`` to ``model``; both, or a device they cannot run on, is a usage error."""
-    if args.compile and args.fused:
-        raise CommandError("--compile and --fused are two engines; choose one", EXIT_USAGE)
-    if args.compile:
-        model.compile_denoiser()
-    if args.fused:
-        try:
-            model.fuse_denoiser()
-        except RuntimeError as error:
-            raise CommandError(f"--fused: {error}", EXIT_USAGE) from None
+    """Apply ``--engine`` to ``model``; an engine the device cannot run (``fused`` on a CPU) is a usage error."""
+    engine = _engine(args.engine, model.device.type)
+    try:
+        ENGINES[engine](model)
+    except RuntimeError as error:
+        raise CommandError(f"--engine {engine}: {error}", EXIT_USAGE) from None
 
 
 def _precision(name: str, device: str) -> str:
@@ -588,7 +601,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=8, help="inputs vocoded together (default 8)")
     p.add_argument("--max-batch-gb", type=float, default=2.0,
                    help="memory for a batch's mel conditioning (the cached per-block projections, or the "
-                        "upsampled mel with --fused); longer inputs go alone (default 2)")
+                        "upsampled mel with --engine fused); longer inputs go alone (default 2)")
     p.add_argument("--chunk-seconds", type=float, default=None,
                    help="synthesise longer inputs in overlapping chunks of this length: the same audio in "
                         "bounded memory (default: 2 on a CPU, 30 on a GPU; 0: never chunk)")

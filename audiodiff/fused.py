@@ -13,7 +13,7 @@ conditioner add, gate, output projection, residual and skip adds), and each read
 
 :class:`FusedDenoiser` runs :meth:`audiodiff.model.DiffWave.denoise` with one such kernel per
 block and the same inputs, so every sampler, the chunked path and classifier-free guidance use it
-unchanged (``AudioDiffusion.fuse_denoiser()``, CLI ``--fused``). It is for inference on CUDA in
+unchanged (``AudioDiffusion.fuse_denoiser()``, CLI ``--engine fused``). It is for inference on CUDA in
 bf16/fp16 (the activations are stored in that dtype, as under autocast; the gate and all sums are
 float32 in registers) and also runs in float32. Triton's interpreter (``TRITON_INTERPRET=1``)
 runs the same kernel on a CPU, which is how the CPU test suite checks it.
@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from audiodiff.model import Conditioning, DiffWave, ProjectedPerStep
+from audiodiff.model import Conditioning, DiffWave, ProjectedPerStep, activation_dtype
 
 #: ``cond_mode`` of the kernel: no per-sample conditioning (unconditional or class: a per-row
 #: bias), a cached per-block projection ``(B, 2C, T)``, or the upsampled mel ``(B, n_mels, T)``.
@@ -282,13 +282,6 @@ def residual_block(x: Tensor, out: Tensor, skip_sum: Tensor, step_bias: Tensor, 
         C=channels, BLOCK_T=launch.block_t, MEL_A=mel_a, MEL_B=mel_b, COND_MODE=cond_mode,
         DOT_PRECISION="ieee" if interpreting() else "tf32", **launch.options(),
     )
-
-
-def activation_dtype(device: torch.device) -> torch.dtype:
-    """The dtype of the active autocast on ``device`` (bf16/fp16), float32 outside autocast."""
-    if torch.is_autocast_enabled(device.type):
-        return torch.get_autocast_dtype(device.type)
-    return torch.float32
 
 
 class FusedDenoiser:

@@ -315,5 +315,12 @@ class DiffWave(nn.Module):
         return self.denoise(audio, step, self.condition(mel, labels=labels))
 
 
+def activation_dtype(device: torch.device) -> torch.dtype:
+    """The dtype of the active autocast on ``device`` (bf16/fp16), float32 outside autocast."""
+    if torch.is_autocast_enabled(device.type):
+        return torch.get_autocast_dtype(device.type)
+    return torch.float32
+
+
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())

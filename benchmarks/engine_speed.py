@@ -8,6 +8,8 @@ then ``AudioDiffusion.vocode`` under each engine of ``--engines``:
   gives the same audio on any device (the CLI's behaviour);
 * ``fp32``, ``bf16``, ``fp16``: the network under that autocast dtype (sampler arithmetic stays
   fp32), noise drawn on the device as the reference does;
+* ``fp32-folded``, ``bf16-folded``: ``fold_denoiser()``, the residual blocks as time-major matrix
+  products with folded weights (:mod:`audiodiff.folded`; the CLI's default on a CPU);
 * ``bf16-compile``: ``bf16`` plus ``compile_denoiser()`` (``torch.compile``, default mode);
 * ``bf16-graphs``: ``bf16`` plus ``compile_denoiser(mode="reduce-overhead")`` (CUDA graphs);
 * ``bf16-fused``, ``fp16-fused``, ``fp32-fused``: ``fuse_denoiser()``, one Triton kernel per
@@ -26,11 +28,12 @@ rewritten after every row, so a run cut short keeps what it measured. ``--profil
 top CUDA kernels of one vocode at the largest batch (``torch.profiler``) by ``--profile-engine``.
 
     python benchmarks/engine_speed.py --device cuda --json engine.json --profile
-    python benchmarks/engine_speed.py --device cpu --batch 1 --seconds 1 --engines fp32 bf16   # a CPU check
+    python benchmarks/engine_speed.py --device cpu --batch 1 --seconds 1 --engines fp32 bf16 fp32-folded bf16-folded
 """
 
 from __future__ import annotations
 
+import itertools
 import statistics
 import sys
 import tempfile
@@ -63,6 +66,8 @@ ENGINES: dict[str, dict[str, Any]] = {
     "fp32": dict(precision="fp32"),
     "bf16": dict(precision="bf16"),
     "fp16": dict(precision="fp16"),
+    "fp32-folded": dict(precision="fp32", folded=True),
+    "bf16-folded": dict(precision="bf16", folded=True),
     "bf16-compile": dict(precision="bf16", compile="default"),
     "bf16-graphs": dict(precision="bf16", compile="reduce-overhead"),
     "bf16-fused": dict(precision="bf16", fused=True),
@@ -97,6 +102,8 @@ def engine_runner(checkpoint: Path, engine: str, mel: torch.Tensor, device: str,
     model = load_ours(checkpoint, device)
     if settings.get("fused"):
         model.fuse_denoiser(launch, read_mel=settings.get("read_mel", True))
+    if settings.get("folded"):
+        model.fold_denoiser()
     if settings.get("compile"):
         model.compile_denoiser(mode=None if settings["compile"] == "default" else settings["compile"], dynamic=False)
     seed = 0 if settings.get("seeded") else None
@@ -116,14 +123,17 @@ def profile_table(checkpoint: Path, mel: torch.Tensor, device: str, engine: str 
     return prof.key_averages().table(sort_by="cuda_time_total", row_limit=rows, max_name_column_width=60)
 
 
-def our_schedule(schedule_from: list[str] | None) -> Any:
-    """``"fast"``, or the :class:`SamplingSchedule` stored under NAME in MODEL."""
+def our_schedules(schedule_from: list[str] | None) -> list[tuple[str, Any, int]]:
+    """``(name, sampler, steps)`` for each schedule ours is timed with: ``fast`` (6 steps) alone,
+    or each NAME of ``--schedule-from MODEL NAME...`` (``fast``, or one stored in MODEL)."""
     if not schedule_from:
-        return "fast"
+        return [("fast", "fast", 6)]
     from audiodiff.pretrained import load_any
 
-    path, name = schedule_from
-    return load_any(path).sampling_schedule(name)
+    path, *names = schedule_from
+    model = load_any(path)
+    stored = {name: model.sampling_schedule(name) for name in names if name != "fast"}
+    return [(name, "fast", 6) if name == "fast" else (name, stored[name], stored[name].steps) for name in names]
 
 
 def parse_args(argv: list[str] | None):
@@ -139,11 +149,14 @@ def parse_args(argv: list[str] | None):
     parser.add_argument("--profile-engine", default="bf16", choices=list(ENGINES), help="the engine --profile runs")
     parser.add_argument("--launches", nargs="+", default=[None],
                         help="launches of the fused engines, e.g. 64x4 128x8 128x8r168 (default: the package's)")
-    parser.add_argument("--schedule-from", nargs=2, metavar=("MODEL", "NAME"), default=None,
-                        help="ours samples with the schedule NAME stored in MODEL (e.g. a searched 3-step one) "
-                             "instead of the 6-step fast schedule; the reference keeps its 6 steps")
+    parser.add_argument("--schedule-from", nargs="+", metavar="MODEL NAME", default=None,
+                        help="MODEL NAME [NAME ...]: ours samples with each schedule NAME stored in MODEL (e.g. a "
+                             "searched 4-step one; 'fast' is the 6-step fast schedule) instead of fast alone; the "
+                             "reference keeps its 6 steps")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
+    if args.schedule_from is not None and len(args.schedule_from) < 2:
+        parser.error("--schedule-from takes MODEL and at least one schedule NAME")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error("CUDA is not available")
     return args
@@ -157,8 +170,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                               "settings": {k: v for k, v in vars(args).items() if k != "json"}, "rows": []}
     with tempfile.TemporaryDirectory(prefix="engine-speed-") as tmp:
         checkpoint = save_reference_checkpoint(args.size, Path(tmp) / args.size)
-        sampler = our_schedule(args.schedule_from)
-        our_steps = 6 if sampler == "fast" else len(sampler.sigmas) - 1
+        schedules = our_schedules(args.schedule_from)
         for batch in args.batch:
             mel = torch.rand(batch, N_MELS, frames, generator=torch.Generator().manual_seed(batch)).to(args.device)
             expected = (batch, frames * HOP)
@@ -172,18 +184,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     reference_rtf = audio_seconds / result["median_s"]
                 except torch.OutOfMemoryError as error:
                     result = {"error": f"OutOfMemoryError: {str(error).splitlines()[0][:160]}"}
-                add_row(report, args, batch, "reference", 6, audio_seconds, result, reference_rtf)
+                add_row(report, args, batch, "reference", "fast", 6, audio_seconds, result, reference_rtf)
                 reference = None
                 if args.device.startswith("cuda"):
                     torch.cuda.empty_cache()
-            for engine, launch in engine_launches(args.engines, args.launches):
+            for (engine, launch), (schedule, sampler, steps) in itertools.product(
+                    engine_launches(args.engines, args.launches), schedules):
                 try:
                     run = engine_runner(checkpoint, engine, mel, args.device, sampler, launch)
                     result = time_runs(run, args.device, args.repeats, expected)
                 except Exception as error:  # noqa: BLE001 - one engine failing must not end the run
                     result = {"error": f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"}
                 name = engine if len(args.launches) == 1 or not ENGINES[engine].get("fused") else f"{engine}@{launch}"
-                add_row(report, args, batch, name, our_steps, audio_seconds, result, reference_rtf)
+                add_row(report, args, batch, name, schedule, steps, audio_seconds, result, reference_rtf)
                 if args.device.startswith("cuda"):
                     torch.cuda.empty_cache()
         if args.profile and args.device.startswith("cuda"):
@@ -203,17 +216,18 @@ def engine_launches(engines: list[str], launches: list[str | None]) -> list[tupl
             for launch in (launches if ENGINES[engine].get("fused") else [None])]
 
 
-def add_row(report: dict[str, Any], args, batch: int, engine: str, steps: int, audio_seconds: float,
+def add_row(report: dict[str, Any], args, batch: int, engine: str, schedule: str, steps: int, audio_seconds: float,
             result: dict[str, Any], reference_rtf: float | None) -> None:
     """Append one measurement (with its RTF and ratio to the reference) and save the JSON so far."""
-    row = {"size": args.size, "batch": batch, "engine": engine, "steps": steps, "audio_seconds": audio_seconds, **result}
+    row = {"size": args.size, "batch": batch, "engine": engine, "schedule": schedule, "steps": steps,
+           "audio_seconds": audio_seconds, **result}
     if "median_s" in result:
         row["rtf"] = audio_seconds / result["median_s"]
         row["x_reference"] = row["rtf"] / reference_rtf if reference_rtf else None
         best = max((r["rtf"] for r in report["rows"] if r["engine"] == "reference" and "rtf" in r), default=None)
         row["x_best_reference"] = row["rtf"] / best if best else None
     report["rows"].append(row)
-    print(f"  batch {batch} {engine}: " + (f"RTF {row['rtf']:.1f}" if "rtf" in row else row.get("error", "")),
+    print(f"  batch {batch} {engine} {schedule}: " + (f"RTF {row['rtf']:.1f}" if "rtf" in row else row.get("error", "")),
           file=sys.stderr, flush=True)
     if args.json:
         write_json(args.json, report)
@@ -221,15 +235,14 @@ def add_row(report: dict[str, Any], args, batch: int, engine: str, steps: int, a
 
 def format_report(report: dict[str, Any]) -> str:
     settings = report["settings"]
-    headers = ["size", "batch", "engine", "steps", "audio s", "median s", "RTF", "x ref", "x best ref", "warmup s",
+    headers = ["size", "batch", "engine", "schedule", "steps", "audio s", "median s", "RTF", "x ref", "x best ref", "warmup s",
                "peak MB"]
-    table = [[r["size"], r["batch"], r["engine"], r["steps"], fmt(r["audio_seconds"]), fmt(r.get("median_s")), fmt(r.get("rtf")),
+    table = [[r["size"], r["batch"], r["engine"], r.get("schedule", "fast"), r["steps"], fmt(r["audio_seconds"]), fmt(r.get("median_s")), fmt(r.get("rtf")),
               fmt(r.get("x_reference")), fmt(r.get("x_best_reference")), fmt(r.get("warmup_s")),
               fmt(r.get("peak_mb")) if "error" not in r
               else r["error"][:60]] for r in report["rows"]]
     lines = machine_lines(report["machine"])
-    ours = f"ours: schedule {settings['schedule_from'][1]}" if settings.get("schedule_from") else "6-step fast schedule"
-    lines.append(f"{ours}, {settings['seconds']:g} s per item, median of {settings['repeats']} runs "
+    lines.append(f"the reference: 6-step fast schedule; {settings['seconds']:g} s per item, median of {settings['repeats']} runs "
                  "after 1 warm-up; same random weights and mel for the reference and ours")
     return "\n".join(lines + ["", markdown_table(headers, table)])
 

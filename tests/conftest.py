@@ -11,7 +11,7 @@ import torch
 
 from audiodiff.diffusion.schedule import SCHEDULES
 from audiodiff.mel import mel_preset
-from audiodiff.model import denoiser_config
+from audiodiff.model import DiffWave, denoiser_config
 from audiodiff.pretrained import AudioDiffusion, ModelConfig
 
 DATA_DIR = Path(__file__).parent / "data"
@@ -50,6 +50,16 @@ def make_tiny_generator(class_names: tuple[str, ...] | None = ("door", "rain"), 
     model = AudioDiffusion(config)
     torch.nn.init.normal_(model.network.output_projection.weight, std=0.05)
     return model.eval()
+
+
+def random_network(**overrides) -> DiffWave:
+    """A tiny network (hop 64) whose every weight and bias is random (the trained output layer is
+    not zero); ``overrides`` replace fields of the ``tiny`` size."""
+    torch.manual_seed(1)
+    network = DiffWave(denoiser_config("tiny", hop_length=64, **overrides)).eval()
+    for parameter in network.parameters():
+        torch.nn.init.normal_(parameter, std=0.2 if parameter.dim() > 1 else 0.1)
+    return network
 
 
 @pytest.fixture

@@ -179,6 +179,22 @@ def test_engine_speed_reports_ratios_to_the_reference_measured_in_the_same_run(t
     assert printed == engines
 
 
+def test_engine_speed_times_each_engine_with_each_stored_schedule(tmp_path, tiny_model):
+    from audiodiff.pretrained import SamplingSchedule
+
+    model_file = tiny_model.with_schedule("two", SamplingSchedule("ancestral", (0.8, 0.2, 0.0))).save(
+        tmp_path / "m.safetensors")
+    out = tmp_path / "engine.json"
+    table = _run("engine_speed.py", "--device", "cpu", "--size", "tiny", "--batch", "1", "--seconds", "0.05",
+                 "--repeats", "1", "--engines", "fp32", "fp32-folded", "--schedule-from", str(model_file), "fast",
+                 "two", "--json", str(out))
+    rows = [(r["engine"], r["schedule"], r["steps"]) for r in json.loads(out.read_text())["rows"]]
+    assert rows == [("reference", "fast", 6), ("fp32", "fast", 6), ("fp32", "two", 2),
+                    ("fp32-folded", "fast", 6), ("fp32-folded", "two", 2)]
+    printed = [[cell.strip() for cell in line.split("|")[3:6]] for line in table.splitlines() if line.startswith("| tiny")]
+    assert printed[-1] == ["fp32-folded", "two", "2"]
+
+
 def test_precision_quality_compares_fused_kernels_with_the_same_precision_unfused(tmp_path, monkeypatch,
                                                                                   tiny_model_file):
     import soundfile as sf

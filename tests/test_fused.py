@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import make_tiny_generator, make_tiny_model
+from conftest import make_tiny_generator, make_tiny_model, random_network
 
 from audiodiff.fused import FusedDenoiser, Launch
 from audiodiff.model import DiffWave, denoiser_config
@@ -28,15 +28,6 @@ def fused_device(device, monkeypatch) -> str:
 def cpu_launch(device: str, block_t: int) -> Launch:
     """The interpreter runs one program at a time in numpy: few, large tiles keep it quick."""
     return Launch(block_t) if device == "cpu" else Launch()
-
-
-def random_network(**overrides) -> DiffWave:
-    """A tiny network whose every weight is random (the trained output layer is not zero)."""
-    torch.manual_seed(1)
-    network = DiffWave(denoiser_config("tiny", hop_length=64, **overrides)).eval()
-    for parameter in network.parameters():
-        torch.nn.init.normal_(parameter, std=0.2 if parameter.dim() > 1 else 0.1)
-    return network
 
 
 def conditioning_of(network: DiffWave, mode: str, batch: int, length: int, device: str):
@@ -173,8 +164,7 @@ def test_cli_fused_on_a_cpu_is_one_usage_error(tmp_path, tiny_model_file, capsys
     np.save(tmp_path / "m.npy", -6 + np.zeros((80, 4), dtype=np.float32))
     base = ["vocode", str(tmp_path / "m.npy"), "-m", str(tiny_model_file), "--device", "cpu",
             "--out", str(tmp_path / "out"), "-q"]
-    assert main(base + ["--fused"]) == 2
-    assert main(base + ["--fused", "--compile"]) == 2
+    assert main(base + ["--engine", "fused"]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 2 and "--fused: the fused kernels run on CUDA" in lines[0] and "choose one" in lines[1]
+    assert len(lines) == 1 and "--engine fused: the fused kernels run on CUDA (the model is on cpu)" in lines[0]
     assert not (tmp_path / "out" / "m.wav").exists()
