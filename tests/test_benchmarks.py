@@ -195,8 +195,8 @@ def test_engine_speed_times_each_engine_with_each_stored_schedule(tmp_path, tiny
     assert printed[-1] == ["fp32-folded", "two", "2"]
 
 
-def test_precision_quality_compares_fused_kernels_with_the_same_precision_unfused(tmp_path, monkeypatch,
-                                                                                  tiny_model_file):
+def test_precision_quality_compares_each_engine_with_the_same_precision_eager(tmp_path, monkeypatch,
+                                                                             tiny_model_file):
     import soundfile as sf
     from conftest import speech_like
 
@@ -206,13 +206,14 @@ def test_precision_quality_compares_fused_kernels_with_the_same_precision_unfuse
     sf.write(tmp_path / "held" / "a.wav", speech_like(0.2, 22050), 22050)
     quality = _load("precision_quality.py")
     report = quality.main(["--model", str(tiny_model_file), "--data", str(tmp_path / "held"), "--device", "cpu",
-                           "--precisions", "fp32", "fp32-fused", "--launch", "8192x4"])
+                           "--precisions", "fp32", "fp32-fused", "fp32-folded", "--launch", "8192x4"])
     rows = {row["precision"]: row for row in report["rows"]}
-    assert list(rows) == ["fp32", "fp32-fused"] and report["files"] == ["a.wav"]
+    assert list(rows) == ["fp32", "fp32-fused", "fp32-folded"] and report["files"] == ["a.wav"]
     assert rows["fp32"]["max_abs_vs_fp32"] == 0 and rows["fp32"]["max_abs_vs_eager"] is None
-    # the interpreter multiplies in IEEE float32: the same audio up to summation order
-    assert rows["fp32-fused"]["max_abs_vs_eager"] < 1e-4
-    assert math.isclose(rows["fp32-fused"]["mel_l1"], rows["fp32"]["mel_l1"], rel_tol=1e-3)
+    # the interpreter multiplies in IEEE float32, the folded engine too: the same audio up to summation order
+    for engine in ("fp32-fused", "fp32-folded"):
+        assert 0 < rows[engine]["max_abs_vs_eager"] < 1e-4
+        assert math.isclose(rows[engine]["mel_l1"], rows["fp32"]["mel_l1"], rel_tol=1e-3)
 
 
 def test_fused_kernel_checks_each_launch_against_float32_in_its_own_process(tmp_path, monkeypatch):
