@@ -56,10 +56,10 @@ def run_shipped_demo(out_dir: Path, model_name: str | None = None, inputs: list[
     from audiodiff.pretrained import load_model
     from audiodiff.vocoding import read_mel_file
 
-    model = load_model(model_name)
+    model = load_model(model_name).fold_denoiser()  # the CLI's engine on a CPU
     inputs = list(inputs) if inputs else example_files()
     print(f"demo: {model_name or 'the shipped speech-22k'} vocoder ({model.config.training_step} training steps), "
-          f"fast 6-step sampler, {len(inputs)} held-out clip(s)")
+          f"fast 6-step sampler, folded engine, {len(inputs)} held-out clip(s)")
     written: dict[str, list[Path]] = {"wav": [], "png": [], "mel": []}
     for index, clip in enumerate(inputs):
         audio, mel = _clip_and_mel(model, clip, seconds)
