@@ -427,13 +427,16 @@ def cmd_search_schedule(args: argparse.Namespace) -> int:
         check_schedule_name(name)
     except ValueError as error:
         raise CommandError(f"--name: {error}", EXIT_USAGE) from None
-    model = _load_model(args.model, _resolve_device(args.device))
+    device = _resolve_device(args.device)
+    model = _load_model(args.model, device)
     if not model.network.conditional:
         raise CommandError(f"{args.model}: only a vocoder (mel-conditioned model) can search a schedule", EXIT_USAGE)
+    _set_up_engine(model, args)
     out = Path(args.out) if args.out else Path(args.model).with_name(f"{Path(args.model).stem}-searched.safetensors")
     clips = _search_clips(args, model)
     result = search_schedule(model, clips, args.steps, sampler=args.sampler, metric=args.metric, seed=args.seed,
-                             grid=args.grid, rounds=args.rounds, budget=args.budget, progress=not args.quiet)
+                             grid=args.grid, rounds=args.rounds, budget=args.budget, progress=not args.quiet,
+                             precision=_precision(args.precision, device))
     data_name = Path(args.data).resolve().name
     stored = dataclasses.replace(result.schedule, data=data_name or None)
     replaced = name in model.config.schedules
@@ -680,6 +683,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", type=int, default=None, help="at most this many candidate schedules scored")
     p.add_argument("--seed", type=int, default=0, help="clip k is vocoded with seed+k (default 0)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    _add_engine_args(p)
     p.add_argument("--quiet", "-q", action="store_true")
     p.set_defaults(func=cmd_search_schedule)
 

@@ -174,8 +174,9 @@ class FoldedDenoiser:
         dtype = activation_dtype(mel.device)
         weights = self.weights(dtype)
         with torch.autocast(mel.device.type, enabled=False):
-            time_major = upsampled.upsampled.transpose(1, 2).to(dtype)  # (B, T, n_mels)
-            return FoldedProjections([torch.matmul(time_major, weights.cond_weight[k]).add_(weights.cond_bias[k])
+            mel_rows = upsampled.upsampled.transpose(1, 2).to(dtype).flatten(0, 1)  # (B * T, n_mels), contiguous
+            batch = mel.shape[0]
+            return FoldedProjections([torch.addmm(weights.cond_bias[k], mel_rows, weights.cond_weight[k]).unflatten(0, (batch, -1))
                                       for k in range(len(weights.dilations))])
 
     @torch.inference_mode()

@@ -330,6 +330,16 @@ class AudioDiffusion(nn.Module):
         self._denoise = FoldedDenoiser(self.network)
         return self
 
+    def condition(self, mel: Tensor, cache_projections: bool = True) -> Any:
+        """The mel conditioning ``(B, n_mels, frames)`` in the form the engine in use reads.
+
+        ``DiffWave.condition``'s per-block projections for the eager, compiled and fused engines,
+        the folded engine's own time-major ones for it (:meth:`fold_denoiser`); without
+        ``cache_projections``, the upsampled mel only. Pass it to :meth:`sample`.
+        """
+        condition = getattr(self._denoise, "condition", self.network.condition)
+        return condition(mel, cache_projections=cache_projections)
+
     def conditioning_bytes_per_frame(self, precision: str = "fp32") -> int:
         """Memory the mel conditioning of one frame holds while sampling, with this engine in ``precision``.
 
@@ -552,8 +562,7 @@ class AudioDiffusion(nn.Module):
         cache_bytes = self.network.conditioning_bytes(*shape, element_size=_element_size(precision))
         cache = cache_bytes <= conditioning_budget and not getattr(self._denoise, "prefers_mel", False)
         with torch.inference_mode(), self.autocast(precision):
-            condition = getattr(self._denoise, "condition", self.network.condition)  # an engine's own layout
-            conditioning = condition(mel, cache_projections=cache)
+            conditioning = self.condition(mel, cache_projections=cache)
         return self.sample(conditioning, shape, sampler=sampler, steps=steps, seed=seed, callback=callback,
                            precision=precision)
 

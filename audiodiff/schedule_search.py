@@ -160,7 +160,8 @@ class ClipScorer:
     metric over the clips (lower is better).
     """
 
-    def __init__(self, model: AudioDiffusion, clips: Sequence[Tensor], metric: str = "mel", seed: int = 0) -> None:
+    def __init__(self, model: AudioDiffusion, clips: Sequence[Tensor], metric: str = "mel", seed: int = 0,
+                 precision: str = "fp32") -> None:
         from audiodiff.pretrained import DEFAULT_CONDITIONING_BUDGET
         from audiodiff.vocoding import pad_mels
 
@@ -168,14 +169,15 @@ class ClipScorer:
             raise ValueError(f"unknown metric {metric!r}; choose one of {list(SEARCH_METRICS)}")
         if not clips:
             raise ValueError("no clips to score schedules on")
-        self.model, self.metric, self.seed = model, metric, seed
+        self.model, self.metric, self.seed, self.precision = model, metric, seed, precision
         self.references = [c.to(model.device).float() for c in clips]
         with torch.inference_mode():
             mels = [model.mel(c)[0] for c in self.references]
             mel = pad_mels(mels)
             self.shape = (mel.shape[0], mel.shape[-1] * model.hop_length)
             cache = model.network.conditioning_bytes(*self.shape) <= DEFAULT_CONDITIONING_BUDGET
-            self.conditioning = model.network.condition(mel, cache_projections=cache)
+            with model.autocast(precision):
+                self.conditioning = model.condition(mel, cache_projections=cache)
         self._distance = _metric_function(model, metric)
         self._cache: dict[tuple[str, tuple[float, ...]], float] = {}
         self.network_calls = 0
@@ -192,7 +194,7 @@ class ClipScorer:
     @torch.inference_mode()
     def _score(self, schedule: SamplingSchedule) -> float:
         seeds = [self.seed + k for k in range(len(self.references))]
-        audio = self.model.sample(self.conditioning, self.shape, sampler=schedule, seed=seeds)
+        audio = self.model.sample(self.conditioning, self.shape, sampler=schedule, seed=seeds, precision=self.precision)
         self.network_calls += schedule.steps
         scores = [self._distance(audio[k, : ref.shape[-1]], ref) for k, ref in enumerate(self.references)]
         score = float(np.mean(scores))
@@ -265,6 +267,7 @@ def search_schedule(
     rounds: int = 2,
     budget: int | None = None,
     progress: bool = True,
+    precision: str = "fp32",
 ) -> SearchResult:
     """Search ``steps`` noise levels for ``sampler`` that minimise ``metric`` on ``clips``.
 
@@ -272,10 +275,13 @@ def search_schedule(
     ``grid`` levels per coordinate, at most ``rounds`` passes and ``budget`` scored candidates
     (start candidates and the fast baseline not counted). The result is never worse than the best
     start candidate on these clips and seeds. See the module docstring for the method and cost.
+    The clips are vocoded with the model's engine in ``precision`` (e.g. the folded engine in bf16,
+    which is how a CPU vocodes fastest).
     """
+    model.autocast(precision)  # an unknown precision fails before any work
     _check_search_args(model, steps, sampler, rounds, budget)
     began = time.perf_counter()
-    score = ClipScorer(model, clips, metric, seed)
+    score = ClipScorer(model, clips, metric, seed, precision)
     history: list[Evaluation] = []
     bar = _progress_bar(progress)
 

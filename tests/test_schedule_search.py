@@ -66,6 +66,22 @@ def test_search_of_the_fast_length_is_at_least_as_good_as_fast():
     assert result.schedule.sigmas == result.start.schedule.sigmas  # no rounds: the best start
 
 
+def test_search_scores_with_the_models_engine_and_precision():
+    from audiodiff.schedule_search import ClipScorer
+
+    model = make_tiny_model()
+    clips = _clips(model, 1)
+    eager = ClipScorer(model, clips)
+    fast = model.sampling_schedule("fast")
+    folded_bf16 = ClipScorer(make_tiny_model().fold_denoiser(), clips, precision="bf16")
+    assert type(folded_bf16.conditioning).__name__ == "FoldedProjections"
+    assert folded_bf16.conditioning.per_block[0].dtype == torch.bfloat16
+    # the same vocoder: bf16 rounding moves the score a little, not a lot
+    assert folded_bf16(fast) != eager(fast) and abs(folded_bf16(fast) - eager(fast)) < 0.05 * eager(fast)
+    with pytest.raises(ValueError, match="unknown precision"):
+        search_schedule(model, clips, 2, precision="fp8", progress=False)
+
+
 def test_grid_and_moves_stay_in_range_and_ordered():
     model = make_tiny_model()
     grid = level_grid(model.schedule, 7)
