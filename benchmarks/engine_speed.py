@@ -145,6 +145,9 @@ def parse_args(argv: list[str] | None):
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--skip-reference", action="store_true")
+    parser.add_argument("--reference-again", action="store_true",
+                        help="time the reference again after our engines, and compare with the faster of its two "
+                             "timings (a shared machine's speed drifts during a long run)")
     parser.add_argument("--profile", action="store_true", help="print the top CUDA kernels of one vocode")
     parser.add_argument("--profile-engine", default="bf16", choices=list(ENGINES), help="the engine --profile runs")
     parser.add_argument("--launches", nargs="+", default=[None],
@@ -175,19 +178,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             mel = torch.rand(batch, N_MELS, frames, generator=torch.Generator().manual_seed(batch)).to(args.device)
             expected = (batch, frames * HOP)
             audio_seconds = batch * frames * HOP / SAMPLE_RATE
-            reference_rtf = None
             if not args.skip_reference:
-                try:  # the reference keeps all 30 skips alive at once: it runs out of memory first
-                    reference = load_reference(checkpoint, args.device)
-                    result = time_runs(lambda: reference_sample(reference, mel, True), args.device, args.repeats,
-                                       expected)
-                    reference_rtf = audio_seconds / result["median_s"]
-                except torch.OutOfMemoryError as error:
-                    result = {"error": f"OutOfMemoryError: {str(error).splitlines()[0][:160]}"}
-                add_row(report, args, batch, "reference", "fast", 6, audio_seconds, result, reference_rtf)
-                reference = None
-                if args.device.startswith("cuda"):
-                    torch.cuda.empty_cache()
+                time_reference(report, args, checkpoint, mel, batch, audio_seconds, expected, "reference")
             for (engine, launch), (schedule, sampler, steps) in itertools.product(
                     engine_launches(args.engines, args.launches), schedules):
                 try:
@@ -196,9 +188,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 except Exception as error:  # noqa: BLE001 - one engine failing must not end the run
                     result = {"error": f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"}
                 name = engine if len(args.launches) == 1 or not ENGINES[engine].get("fused") else f"{engine}@{launch}"
-                add_row(report, args, batch, name, schedule, steps, audio_seconds, result, reference_rtf)
+                add_row(report, args, batch, name, schedule, steps, audio_seconds, result)
                 if args.device.startswith("cuda"):
                     torch.cuda.empty_cache()
+            if args.reference_again and not args.skip_reference:
+                time_reference(report, args, checkpoint, mel, batch, audio_seconds, expected, "reference again")
         if args.profile and args.device.startswith("cuda"):
             largest = max(args.batch)
             mel = torch.rand(largest, N_MELS, frames).to(args.device)
@@ -216,21 +210,51 @@ def engine_launches(engines: list[str], launches: list[str | None]) -> list[tupl
             for launch in (launches if ENGINES[engine].get("fused") else [None])]
 
 
+def time_reference(report: dict[str, Any], args, checkpoint: Path, mel: torch.Tensor, batch: int,
+                   audio_seconds: float, expected: tuple[int, int], name: str) -> None:
+    """Time the reference's 6-step loop on ``mel`` and add its row as ``name`` (an out-of-memory is the row's error)."""
+    try:  # the reference keeps all 30 skips alive at once: it runs out of memory first
+        reference = load_reference(checkpoint, args.device)
+        result = time_runs(lambda: reference_sample(reference, mel, True), args.device, args.repeats, expected)
+    except torch.OutOfMemoryError as error:
+        result = {"error": f"OutOfMemoryError: {str(error).splitlines()[0][:160]}"}
+    reference = None
+    if args.device.startswith("cuda"):
+        torch.cuda.empty_cache()
+    add_row(report, args, batch, name, "fast", 6, audio_seconds, result)
+
+
+def is_reference(row: dict[str, Any]) -> bool:
+    return row["engine"].startswith("reference")
+
+
 def add_row(report: dict[str, Any], args, batch: int, engine: str, schedule: str, steps: int, audio_seconds: float,
-            result: dict[str, Any], reference_rtf: float | None) -> None:
-    """Append one measurement (with its RTF and ratio to the reference) and save the JSON so far."""
+            result: dict[str, Any]) -> None:
+    """Append one measurement, update every row's ratios to the reference, and save the JSON so far."""
     row = {"size": args.size, "batch": batch, "engine": engine, "schedule": schedule, "steps": steps,
            "audio_seconds": audio_seconds, **result}
     if "median_s" in result:
         row["rtf"] = audio_seconds / result["median_s"]
-        row["x_reference"] = row["rtf"] / reference_rtf if reference_rtf else None
-        best = max((r["rtf"] for r in report["rows"] if r["engine"] == "reference" and "rtf" in r), default=None)
-        row["x_best_reference"] = row["rtf"] / best if best else None
     report["rows"].append(row)
+    update_ratios(report["rows"])
     print(f"  batch {batch} {engine} {schedule}: " + (f"RTF {row['rtf']:.1f}" if "rtf" in row else row.get("error", "")),
           file=sys.stderr, flush=True)
     if args.json:
         write_json(args.json, report)
+
+
+def update_ratios(rows: list[dict[str, Any]]) -> None:
+    """``x_reference``: a row's RTF over the reference's at the same batch (the faster of its
+    timings, when ``--reference-again`` timed it twice); ``x_best_reference``: over the reference's
+    fastest RTF at any batch (it runs out of memory at large batches, where ours keeps going)."""
+    references = [r for r in rows if is_reference(r) and "rtf" in r]
+    best = max((r["rtf"] for r in references), default=None)
+    for row in rows:
+        if "rtf" not in row or is_reference(row):
+            continue
+        same_batch = max((r["rtf"] for r in references if r["batch"] == row["batch"]), default=None)
+        row["x_reference"] = row["rtf"] / same_batch if same_batch else None
+        row["x_best_reference"] = row["rtf"] / best if best else None
 
 
 def format_report(report: dict[str, Any]) -> str:
