@@ -418,7 +418,7 @@ def _describe_schedule(stored) -> str:
 def cmd_search_schedule(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from audiodiff.pretrained import check_schedule_name
+    from audiodiff.pretrained import check_schedule_name, stored_float_dtype
     from audiodiff.schedule_search import search_schedule
 
     _check_search_options(args)
@@ -440,7 +440,7 @@ def cmd_search_schedule(args: argparse.Namespace) -> int:
     data_name = Path(args.data).resolve().name
     stored = dataclasses.replace(result.schedule, data=data_name or None)
     replaced = name in model.config.schedules
-    target = model.with_schedule(name, stored).save(out)
+    target = model.with_schedule(name, stored).save(out, dtype=stored_float_dtype(args.model))
     print(f"\n{len(clips)} clip(s) of {data_name}, up to {args.seconds:g} s each, seed {args.seed}: "
           f"{len(result.history)} schedules scored, {result.network_calls} network calls, {result.seconds:.1f} s")
     print(result.table(name))

@@ -707,6 +707,22 @@ def _read_safetensors_header(path: Path) -> dict[str, Any]:
     return header
 
 
+#: safetensors dtype names of the float dtypes a model file may store.
+_STORED_FLOATS = {"F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32}
+
+
+def stored_float_dtype(path: str | os.PathLike) -> torch.dtype | None:
+    """The float dtype a ``.safetensors`` model file stores its weights in (``None`` for other
+    files), so a rewritten copy keeps the original's size (the shipped models are float16)."""
+    path = Path(path)
+    if path.suffix != ".safetensors" or not path.is_file():
+        return None
+    header = _read_safetensors_header(path)
+    dtypes = {entry.get("dtype") for key, entry in header.items() if key != "__metadata__" and isinstance(entry, dict)}
+    floats = [_STORED_FLOATS[name] for name in dtypes if name in _STORED_FLOATS]
+    return floats[0] if len(floats) == 1 else None
+
+
 def _data_bytes(header: dict[str, Any]) -> int:
     """Bytes of tensor data a safetensors header describes: the largest end offset."""
     ends = [entry.get("data_offsets") for key, entry in header.items() if key != "__metadata__" and isinstance(entry, dict)]

@@ -158,6 +158,19 @@ def test_read_clips_takes_centre_crops_and_skips_short_files(tmp_path):
         read_clips(tmp_path / "empty", model)
 
 
+def test_search_schedule_keeps_the_stored_float_dtype_of_the_model_file(tmp_path, tiny_model):
+    from audiodiff.pretrained import stored_float_dtype
+
+    half = tiny_model.save(tmp_path / "half.safetensors", dtype=torch.float16)
+    data = tmp_path / "held-out"
+    save_audio(data / "clip.wav", speech_like(0.2, 22050), 22050)
+    assert main(["search-schedule", str(half), "--data", str(data), "--steps", "1", "--rounds", "0", "--clips", "1",
+                 "--seconds", "0.15", "--quiet", "--out", str(tmp_path / "out.safetensors")]) == 0
+    assert stored_float_dtype(half) == stored_float_dtype(tmp_path / "out.safetensors") == torch.float16
+    assert stored_float_dtype(tiny_model.save(tmp_path / "full.safetensors")) == torch.float32
+    assert stored_float_dtype(tmp_path / "missing.safetensors") is None
+
+
 def test_search_schedule_cli_end_to_end(tmp_path, tiny_model_file, capsys):
     data = tmp_path / "held-out"
     for k in range(2):
