@@ -541,7 +541,7 @@ def _add_engine_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
                         help="the network's arithmetic: auto = bf16 on a GPU (faster, audibly the same; see "
                              "benchmarks/RESULTS.md), fp32 on a CPU; the sampler itself is always fp32")
-    parser.add_argument("--engine", default="auto", choices=list(ENGINES),
+    parser.add_argument("--engine", default="auto", choices=["auto", *ENGINES],
                         help="how the network runs: auto = folded on a CPU, eager elsewhere; folded = time-major "
                              "matrix products with folded weights (the fastest on a CPU, the same audio); compile = "
                              "torch.compile (tens of seconds per new input length, for many equal-length batches); "
@@ -549,9 +549,8 @@ def _add_engine_args(parser: argparse.ArgumentParser) -> None:
                              "benchmarks/RESULTS.md")
 
 
-#: ``--engine`` choices and what each does to a model.
+#: ``--engine`` choices besides ``auto``, and what each does to a model.
 ENGINES = {
-    "auto": None,
     "eager": lambda model: model,
     "folded": lambda model: model.fold_denoiser(),
     "compile": lambda model: model.compile_denoiser(),
