@@ -40,7 +40,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
-from audiodiff.model import Conditioning, DiffWave, ProjectedPerStep, activation_dtype
+from audiodiff.model import Conditioning, DiffWave, ProjectedPerStep, WeightsByDtype, activation_dtype
 
 #: ``u`` is multiplied by ``1 / 16`` after every 8th block (``sqrt(2)^8 = 16``, a power of two).
 RESCALE_EVERY = 8
@@ -154,14 +154,8 @@ class FoldedDenoiser:
 
     def __init__(self, network: DiffWave) -> None:
         self.network = network
-        self._weights: dict[tuple[torch.device, torch.dtype], FoldedWeights] = {}
-
-    def weights(self, dtype: torch.dtype) -> FoldedWeights:
-        """The folded weights in ``dtype`` on the network's current device (built once per pair)."""
-        key = (next(self.network.parameters()).device, dtype)
-        if key not in self._weights:
-            self._weights[key] = FoldedWeights.of(self.network, dtype)
-        return self._weights[key]
+        #: ``weights(dtype)``: the folded weights in ``dtype`` on the network's current device.
+        self.weights = WeightsByDtype(network, FoldedWeights.of)
 
     @torch.inference_mode()
     def condition(self, mel: Tensor, cache_projections: bool = True) -> FoldedProjections | ProjectedPerStep:

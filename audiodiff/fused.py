@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from audiodiff.model import Conditioning, DiffWave, ProjectedPerStep, activation_dtype
+from audiodiff.model import Conditioning, DiffWave, ProjectedPerStep, WeightsByDtype, activation_dtype
 
 #: ``cond_mode`` of the kernel: no per-sample conditioning (unconditional or class: a per-row
 #: bias), a cached per-block projection ``(B, 2C, T)``, or the upsampled mel ``(B, n_mels, T)``.
@@ -305,14 +305,8 @@ class FusedDenoiser:
         #: kernel projects it itself, reading ``n_mels`` values per sample instead of ``2C`` cached
         #: ones, and no per-block cache is kept. ``False`` keeps ``vocode``'s cache when it fits.
         self.prefers_mel = read_mel
-        self._weights: dict[tuple[torch.device, torch.dtype], BlockWeights] = {}
-
-    def weights(self, dtype: torch.dtype) -> BlockWeights:
-        """The blocks' weights in ``dtype`` on the network's current device (built once per pair)."""
-        key = (next(self.network.parameters()).device, dtype)
-        if key not in self._weights:
-            self._weights[key] = BlockWeights.of(self.network, dtype)
-        return self._weights[key]
+        #: ``weights(dtype)``: the blocks' weights in ``dtype`` on the network's current device.
+        self.weights = WeightsByDtype(network, BlockWeights.of)
 
     @torch.inference_mode()
     def __call__(self, audio: Tensor, step: Tensor, conditioning: Conditioning) -> Tensor:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -313,6 +313,21 @@ class DiffWave(nn.Module):
 
     def forward(self, audio: Tensor, step: Tensor, mel: Tensor | None = None, labels: Tensor | None = None) -> Tensor:
         return self.denoise(audio, step, self.condition(mel, labels=labels))
+
+
+class WeightsByDtype:
+    """An inference engine's form of a network's weights, built by ``build(network, dtype)`` once
+    per (device the network is on, dtype) at first use; call it with the dtype."""
+
+    def __init__(self, network: nn.Module, build: Callable[[nn.Module, torch.dtype], Any]) -> None:
+        self.network, self.build = network, build
+        self._built: dict[tuple[torch.device, torch.dtype], Any] = {}
+
+    def __call__(self, dtype: torch.dtype) -> Any:
+        key = (next(self.network.parameters()).device, dtype)
+        if key not in self._built:
+            self._built[key] = self.build(self.network, dtype)
+        return self._built[key]
 
 
 def activation_dtype(device: torch.device) -> torch.dtype:
