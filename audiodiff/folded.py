@@ -140,6 +140,12 @@ def _residual_scales(residual_biases: Sequence[Tensor]) -> tuple[list[float], li
     return scales, offsets, rescale_after
 
 
+def _project_mel(weights: FoldedWeights, mel_rows: Tensor) -> list[Tensor]:
+    """Upsampled mel ``(N, n_mels)`` -> each block's folded conditioning ``(N, 2C)``, biases included."""
+    mel_rows = mel_rows.to(weights.taps.dtype)
+    return [torch.addmm(weights.cond_bias[k], mel_rows, weights.cond_weight[k]) for k in range(len(weights.dilations))]
+
+
 class FoldedDenoiser:
     """``DiffWave.denoise`` as time-major matrix products: ``(audio (B, T), step (B,),
     conditioning) -> eps (B, T)``.
@@ -168,10 +174,8 @@ class FoldedDenoiser:
         dtype = activation_dtype(mel.device)
         weights = self.weights(dtype)
         with torch.autocast(mel.device.type, enabled=False):
-            mel_rows = upsampled.upsampled.transpose(1, 2).to(dtype).flatten(0, 1)  # (B * T, n_mels), contiguous
-            batch = mel.shape[0]
-            return FoldedProjections([torch.addmm(weights.cond_bias[k], mel_rows, weights.cond_weight[k]).unflatten(0, (batch, -1))
-                                      for k in range(len(weights.dilations))])
+            mel_rows = upsampled.upsampled.transpose(1, 2).flatten(0, 1)  # (B * T, n_mels)
+            return FoldedProjections([p.unflatten(0, (mel.shape[0], -1)) for p in _project_mel(weights, mel_rows)])
 
     @torch.inference_mode()
     def __call__(self, audio: Tensor, step: Tensor, conditioning: Conditioning | FoldedProjections) -> Tensor:
@@ -196,8 +200,7 @@ class FoldedDenoiser:
         if isinstance(conditioning, FoldedProjections):
             return [p[row] for p in conditioning.per_block]
         if isinstance(conditioning, ProjectedPerStep):
-            mel = conditioning.upsampled[row].t().to(weights.taps.dtype)  # (T, n_mels)
-            return [torch.addmm(weights.cond_bias[k], mel, weights.cond_weight[k]) for k in range(len(weights.dilations))]
+            return _project_mel(weights, conditioning.upsampled[row].t())
         gate_scale, dtype = weights.gate_scale, weights.taps.dtype
         if self.network.class_conditional:  # one (B, 2C, 1) vector per block
             return [(p[row, :, 0].float() * gate_scale).to(dtype) + weights.conv_bias[k]
