@@ -11,6 +11,8 @@
 #   large:   the fused kernels at batches 16 / 64 / 128 (the reference's best batch is the
 #            baseline of "x best ref");
 #   quality: the shipped vocoder's held-out quality with and without the fused kernels;
+#   upsampler: the mel upsampler as transposed convolutions (the first H100 profile: 7 % of the
+#            fused engine's time) and as sub-pixel convolutions (the form it now runs in);
 #   accuracy: (not in the default PARTS) where the kernel's largest bf16 block error vs float32 is,
 #            with and without software pipelining (s1), and in fp16: the open question of the
 #            first H100 runs (worst case 0.076 of the block output's scale, eager bf16 0.0068).
@@ -20,7 +22,7 @@
 set -u -o pipefail
 OUT=${OUT:-gpu-out}
 LAUNCHES=${LAUNCHES:-"128x4 64x4 64x8 128x8 32x4 64x4r168 256x8"}
-PARTS=${PARTS:-"tests kernel engine large quality"}
+PARTS=${PARTS:-"tests upsampler kernel engine large quality"}
 DEVICE=${DEVICE:-cuda}  # cpu: a dry run of the plumbing (TRITON_INTERPRET=1, tiny sizes)
 LOGS="$OUT/logs"
 mkdir -p "$LOGS"
@@ -60,6 +62,12 @@ if part tests; then
   AUDIODIFF_TEST_DEVICE=$DEVICE timeout 150 $PY -m pytest -q -p no:warnings tests/test_fused.py \
     > "$LOGS/pytest-fused.log" 2>&1
   tail -3 "$LOGS/pytest-fused.log" | tee -a "$SUMMARY"
+fi
+
+if part upsampler; then
+  echo "== mel upsampler: transposed vs sub-pixel convolutions ($(date +%T))" | tee -a "$SUMMARY"
+  timeout 60 $PY benchmarks/upsampler_speed.py --device "$DEVICE" --batch 1 16 --seconds "$SECONDS_PER_ITEM" \
+    --precisions fp32 bf16 --json "$LOGS/upsampler.json" 2>&1 | grep -v Warning | grep -E '^\|' | tee -a "$SUMMARY"
 fi
 
 BEST=${BEST:-128x4}

@@ -233,3 +233,17 @@ def test_fused_kernel_checks_each_launch_against_float32_in_its_own_process(tmp_
     assert 0 < good["max_rel_error"] <= good["eager_max_rel_error"] < 1e-2
     assert good["worst_at"]["output"] in ("out", "skip") and 0 <= good["worst_at"]["t"] < good["worst_at"]["length"]
     assert "| 2048x4 | mel" in table
+
+
+def test_upsampler_speed_times_both_forms_and_checks_they_agree(tmp_path):
+    out = tmp_path / "upsampler.json"
+    table = _run("upsampler_speed.py", "--device", "cpu", "--batch", "1", "2", "--seconds", "0.1",
+                 "--precisions", "fp32", "--repeats", "2", "--json", str(out))
+    report = json.loads(out.read_text())
+    _check_machine(report, table)
+    assert [r["batch"] for r in report["rows"]] == [1, 2]
+    for row in report["rows"]:
+        assert row["transposed_s"] > 0 and row["subpixel_s"] > 0
+        assert row["speedup"] == pytest.approx(row["transposed_s"] / row["subpixel_s"], rel=1e-12)
+        assert row["max_rel_difference"] < 1e-5  # the same sums in float32
+    assert len(_table_rows(table)) == 2

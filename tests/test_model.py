@@ -14,6 +14,8 @@ from audiodiff.model import (
     MelUpsampler,
     count_parameters,
     denoiser_config,
+    subpixel_kernel,
+    subpixel_transposed_conv,
     upsample_strides,
 )
 from audiodiff.pretrained import AudioDiffusion, ModelConfig
@@ -72,6 +74,39 @@ def test_upsample_strides_256_is_reference():
     assert upsample_strides(256) == (16, 16)
     stage = MelUpsampler(256).stages[0]
     assert stage.kernel_size == (3, 32) and stage.stride == (1, 16) and stage.padding == (1, 8)
+
+
+@pytest.mark.parametrize("stride", [1, 2, 3, 7, 15, 16, 20])
+def test_subpixel_form_equals_the_transposed_convolution(stride):
+    """The upsampler's sub-pixel convolution computes what ``ConvTranspose2d`` computes, values
+    and gradients, for even and odd strides (odd ones give one sample more than ``L s``)."""
+    torch.manual_seed(stride)
+    stage = torch.nn.ConvTranspose2d(1, 1, (3, 2 * stride), stride=(1, stride), padding=(1, stride // 2))
+    x = torch.randn(2, 1, 9, 13, requires_grad=True)
+    expected = stage(x)
+    got = subpixel_transposed_conv(x, stage)
+    assert got.shape == expected.shape
+    torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-5)
+    upstream = torch.randn_like(expected)
+    grads = torch.autograd.grad((expected * upstream).sum(), [x, stage.weight, stage.bias])
+    grads_subpixel = torch.autograd.grad((got * upstream).sum(), [x, stage.weight, stage.bias])
+    for ours, theirs in zip(grads_subpixel, grads):
+        torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
+
+
+def test_subpixel_kernel_places_each_phase_two_taps():
+    """Hand-derived for stride 2, padding 1: phase 0 (even outputs o = 2q) reads input q with
+    tap 1 and input q - 1 with tap 3; phase 1 reads input q + 1 with tap 0 and input q with tap 2."""
+    weight = torch.arange(12.0).reshape(1, 1, 3, 4)  # mel row m, time tap k: 4 m + k
+    kernel = subpixel_kernel(weight, 2, 1)  # (2, 1, 3, 3): phase, -, mel offset, time offset
+    flipped = weight[0, 0].flip(0)
+    assert torch.equal(kernel[0, 0], torch.stack([flipped[:, 3], flipped[:, 1], torch.zeros(3)], 1))
+    assert torch.equal(kernel[1, 0], torch.stack([torch.zeros(3), flipped[:, 2], flipped[:, 0]], 1))
+
+
+def test_subpixel_rejects_other_kernels():
+    with pytest.raises(ValueError, match="kernel"):
+        subpixel_transposed_conv(torch.randn(1, 1, 4, 4), torch.nn.ConvTranspose2d(1, 1, (3, 5), stride=(1, 2)))
 
 
 @pytest.mark.parametrize("hop", HOPS)
