@@ -6,8 +6,9 @@
 #            against the eager block, timed, as GB/s and TFLOP/s against the H100's peaks; the
 #            fastest launch is used by the parts below;
 #   engine:  engine speed at batch 1 and 16 (base, 6 steps, 5 s per item): the reference loop,
-#            eager bf16, the fused kernels (the kernel projects the mel, or reads
-#            cached projections), and a kernel profile of the fused engine;
+#            eager bf16, the folded engine (the CPU's default, never timed on CUDA), the fused
+#            kernels (the kernel projects the mel, or reads cached projections), and a kernel
+#            profile of the fused engine;
 #   large:   the fused kernels at batches 16 / 64 / 128 (the reference's best batch is the
 #            baseline of "x best ref");
 #   quality: the shipped vocoder's held-out quality with and without the fused kernels;
@@ -84,7 +85,7 @@ if part kernel; then
 fi
 
 if part engine; then
-  engine batch1-16 240 --batch 1 16 --repeats 3 --engines bf16 bf16-fused bf16-fused-cached \
+  engine batch1-16 240 --batch 1 16 --repeats 3 --engines bf16 bf16-folded bf16-fused bf16-fused-cached \
     --launches "$BEST" --profile --profile-engine bf16-fused
   grep -A22 "Name" "$LOGS/engine-batch1-16.txt" | head -24 > "$LOGS/profile-fused.txt"
 fi
