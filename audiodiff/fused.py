@@ -11,6 +11,12 @@ conditioner add, gate, output projection, residual and skip adds), and each read
   block_t)`` whose 1x1 projection it computes itself, which needs no per-block cache at all);
 * write the block's output ``x'`` and add its skip into the running skip sum, in place.
 
+A launch's ``gHALO`` (:class:`Launch`, e.g. ``"128x4g16"``) runs consecutive blocks with small
+dilations in one kernel (:func:`group_plan`: base's 1, 2, 4, 8 of each cycle at ``g16``): a tile
+recomputes the later blocks' dilations on each side, passes ``x`` between its blocks through a
+scratch tile of its own and adds their skips once, so the group moves the bytes of one block.
+Grouping is experimental: checked here in the interpreter, not yet timed on a GPU.
+
 :class:`FusedDenoiser` runs :meth:`audiodiff.model.DiffWave.denoise` with one such kernel per
 block and the same inputs, so every sampler, the chunked path and classifier-free guidance use it
 unchanged (``AudioDiffusion.fuse_denoiser()``, CLI ``--engine fused``). It is for inference on CUDA in
@@ -49,25 +55,34 @@ class Launch:
     num_warps: int = 4
     maxnreg: int | None = None
     num_stages: int | None = None
+    #: Blocks whose dilations after the first add up to at most ``group_halo`` run as one kernel
+    #: (:func:`group_plan`); 0 runs one kernel per block. Not yet timed on a GPU.
+    group_halo: int = 0
 
     def __post_init__(self) -> None:
         if self.block_t < 16 or self.block_t & (self.block_t - 1):
             raise ValueError(f"block_t must be a power of two >= 16, got {self.block_t}")
         if self.num_warps not in (1, 2, 4, 8, 16):
             raise ValueError(f"num_warps must be 1, 2, 4, 8 or 16, got {self.num_warps}")
+        if not 0 <= 2 * self.group_halo < self.block_t:
+            raise ValueError(f"group_halo must leave samples to keep: 0 <= 2 x {self.group_halo} < {self.block_t}")
 
     @classmethod
     def parse(cls, text: str) -> "Launch":
-        """``"64x4"`` (block_t x num_warps), ``"128x8r168"`` (a register cap), ``"128x4s1"`` (stages)."""
-        match = re.fullmatch(r"(\d+)x(\d+)(?:r(\d+))?(?:s(\d+))?", text)
-        if match is None:
-            raise ValueError(f"a launch is BLOCKxWARPS[rREGS][sSTAGES], e.g. 64x4, 128x8r168 or 128x4s1; got {text!r}")
-        block_t, num_warps, maxnreg, num_stages = (None if g is None else int(g) for g in match.groups())
-        return cls(block_t, num_warps, maxnreg, num_stages)
+        """``"64x4"`` (block_t x num_warps), ``"128x8r168"`` (a register cap), ``"128x4s1"`` (stages),
+        ``"128x4g16"`` (blocks grouped up to a halo of 16 samples)."""
+        match = re.fullmatch(r"(\d+)x(\d+)((?:[rsg]\d+)*)", text)
+        options = dict(re.findall(r"([rsg])(\d+)", match.group(3))) if match else {}
+        if match is None or len(options) < len(re.findall(r"[rsg]", match.group(3))):
+            raise ValueError("a launch is BLOCKxWARPS[rREGS][sSTAGES][gHALO], each option at most once, e.g. 64x4, "
+                             f"128x8r168, 128x4s1 or 128x4g16; got {text!r}")
+        number = lambda key: None if key not in options else int(options[key])  # noqa: E731
+        return cls(int(match.group(1)), int(match.group(2)), number("r"), number("s"), number("g") or 0)
 
     def __str__(self) -> str:
         return (f"{self.block_t}x{self.num_warps}" + ("" if self.maxnreg is None else f"r{self.maxnreg}")
-                + ("" if self.num_stages is None else f"s{self.num_stages}"))
+                + ("" if self.num_stages is None else f"s{self.num_stages}")
+                + (f"g{self.group_halo}" if self.group_halo else ""))
 
     def options(self) -> dict[str, int]:
         """The launch keywords of a Triton kernel call."""
@@ -116,81 +131,120 @@ def _kernel(interpret: bool):
     import triton.language as tl
 
     @triton.jit
-    def residual_block_kernel(
+    def residual_blocks_kernel(
         x_ptr, out_ptr, skip_ptr,  # (B, C, T) in the activation dtype; skip is updated in place
-        step_bias_ptr,  # (B, C) float32: this block's diffusion projection, added to x before the conv
-        row_bias_ptr,  # (B, 2C) float32: conv bias (+ class projection, + mel projection bias)
-        cond_ptr,  # (B, 2C, T) cached projection, (B, n_mels, T) upsampled mel, or unused
-        w_dilated_ptr,  # (3, 2C, C): tap, output channel, input channel
-        w_cond_ptr,  # (2C, MEL_A + MEL_B): the mel projection, zero-padded to MEL_A + MEL_B inputs
-        w_out_ptr,  # (2C, C); rows 0..C-1 make the residual, C..2C-1 the skip
-        b_out_ptr,  # (2C,) float32
-        T, dilation, n_mels,
+        scratch_ptr,  # (programs, C, BLOCK_T) activation dtype: x between the blocks of a group
+        step_bias_ptr,  # (LAYERS, B, C) float32: each block's diffusion projection, added to x before the conv
+        row_bias_ptr,  # (LAYERS, B, 2C) float32: conv bias (+ class projection, + mel projection bias)
+        cond_ptr,  # (B, 2C, T) cached projection (LAYERS == 1 only), (B, n_mels, T) upsampled mel, or unused
+        w_dilated_ptr,  # (LAYERS, 3, 2C, C): block, tap, output channel, input channel
+        w_cond_ptr,  # (LAYERS, 2C, MEL_A + MEL_B): the mel projection, zero-padded to MEL_A + MEL_B inputs
+        w_out_ptr,  # (LAYERS, 2C, C); rows 0..C-1 make the residual, C..2C-1 the skip
+        b_out_ptr,  # (LAYERS, 2C) float32
+        dilations_ptr,  # (LAYERS,) int32
+        batch, T, n_mels,
+        halo, kept,  # a tile covers BLOCK_T samples from kept * tile - halo and writes the middle `kept`
+        tiles_per_row,
         C: tl.constexpr, BLOCK_T: tl.constexpr, MEL_A: tl.constexpr, MEL_B: tl.constexpr,
-        COND_MODE: tl.constexpr, DOT_PRECISION: tl.constexpr,
+        COND_MODE: tl.constexpr, DOT_PRECISION: tl.constexpr, LAYERS: tl.constexpr,
+        TILES_PER_PROGRAM: tl.constexpr,  # 1 for single blocks; a group's program reuses its scratch tile
     ):
-        row = tl.program_id(1).to(tl.int64)  # row * 2C * T passes 2**31 at large batches of long audio
-        offs_t = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
+        program = tl.program_id(0)
+        tasks = batch * tiles_per_row
         offs_c = tl.arange(0, C)
-        in_range = offs_t < T
+        local = tl.arange(0, BLOCK_T)
         dtype = x_ptr.dtype.element_ty
-        x_row = x_ptr + row * C * T
-        step_bias = tl.load(step_bias_ptr + row * C + offs_c)[:, None]
-        gate = tl.full((C, BLOCK_T), 0.0, tl.float32)
-        filt = tl.full((C, BLOCK_T), 0.0, tl.float32)
-        for tap in range(3):  # a loop, not unrolled: one tap's weights live at a time
-            t_tap = offs_t + (tap - 1) * dilation
-            valid = ((t_tap >= 0) & (t_tap < T))[None, :]
-            x_tap = tl.load(x_row + offs_c[:, None] * T + t_tap[None, :], mask=valid, other=0.0).to(tl.float32)
-            # the conv zero-pads x + step bias, so the bias is added inside the signal only
-            y_tap = tl.where(valid, x_tap + step_bias, 0.0).to(dtype)
-            w_gate = tl.load(w_dilated_ptr + tap * 2 * C * C + offs_c[:, None] * C + offs_c[None, :])
-            w_filt = tl.load(w_dilated_ptr + tap * 2 * C * C + (C + offs_c)[:, None] * C + offs_c[None, :])
-            gate += tl.dot(w_gate, y_tap, input_precision=DOT_PRECISION)
-            filt += tl.dot(w_filt, y_tap, input_precision=DOT_PRECISION)
-        if COND_MODE == 1:
-            cond_row = cond_ptr + row * 2 * C * T
-            mask = in_range[None, :]
-            gate += tl.load(cond_row + offs_c[:, None] * T + offs_t[None, :], mask=mask, other=0.0).to(tl.float32)
-            filt += tl.load(cond_row + (C + offs_c)[:, None] * T + offs_t[None, :], mask=mask, other=0.0).to(tl.float32)
-        if COND_MODE == 2:  # the mel's 1x1 projection, as a MEL_A-wide and a MEL_B-wide product
-            mel_row = cond_ptr + row * n_mels * T
-            offs_a = tl.arange(0, MEL_A)
-            mel = tl.load(mel_row + offs_a[:, None] * T + offs_t[None, :],
-                          mask=(offs_a[:, None] < n_mels) & in_range[None, :], other=0.0).to(dtype)
-            w_gate = tl.load(w_cond_ptr + offs_c[:, None] * (MEL_A + MEL_B) + offs_a[None, :])
-            w_filt = tl.load(w_cond_ptr + (C + offs_c)[:, None] * (MEL_A + MEL_B) + offs_a[None, :])
-            gate += tl.dot(w_gate, mel, input_precision=DOT_PRECISION)
-            filt += tl.dot(w_filt, mel, input_precision=DOT_PRECISION)
-            if MEL_B > 0:
-                offs_b = MEL_A + tl.arange(0, MEL_B)
-                mel = tl.load(mel_row + offs_b[:, None] * T + offs_t[None, :],
-                              mask=(offs_b[:, None] < n_mels) & in_range[None, :], other=0.0).to(dtype)
-                w_gate = tl.load(w_cond_ptr + offs_c[:, None] * (MEL_A + MEL_B) + offs_b[None, :])
-                w_filt = tl.load(w_cond_ptr + (C + offs_c)[:, None] * (MEL_A + MEL_B) + offs_b[None, :])
-                gate += tl.dot(w_gate, mel, input_precision=DOT_PRECISION)
-                filt += tl.dot(w_filt, mel, input_precision=DOT_PRECISION)
-        gate += tl.load(row_bias_ptr + row * 2 * C + offs_c)[:, None]
-        filt += tl.load(row_bias_ptr + row * 2 * C + C + offs_c)[:, None]
-        # sigmoid(gate) * tanh(filt) from tl.exp (and tl.full, not tl.zeros, above): tl.sigmoid and
-        # tl.zeros are jitted helpers, which Triton's interpreter cannot call when it was switched
-        # on after triton was imported, as the tests do
-        sigmoid_gate = 1.0 / (1.0 + tl.exp(-gate))
-        tanh_filt = 2.0 / (1.0 + tl.exp(-2.0 * filt)) - 1.0
-        hidden = (sigmoid_gate * tanh_filt).to(dtype)
-        w_residual = tl.load(w_out_ptr + offs_c[:, None] * C + offs_c[None, :])
-        w_skip = tl.load(w_out_ptr + (C + offs_c)[:, None] * C + offs_c[None, :])
-        residual = tl.dot(w_residual, hidden, input_precision=DOT_PRECISION) + tl.load(b_out_ptr + offs_c)[:, None]
-        skip = tl.dot(w_skip, hidden, input_precision=DOT_PRECISION) + tl.load(b_out_ptr + C + offs_c)[:, None]
-        offsets = offs_c[:, None] * T + offs_t[None, :]
-        mask = in_range[None, :]
-        x_center = tl.load(x_row + offsets, mask=mask, other=0.0).to(tl.float32)
-        tl.store(out_ptr + row * C * T + offsets, ((x_center + residual) * 0.7071067811865476).to(dtype), mask=mask)
-        skip_row = skip_ptr + row * C * T
-        skip_sum = tl.load(skip_row + offsets, mask=mask, other=0.0).to(tl.float32) + skip
-        tl.store(skip_row + offsets, skip_sum.to(skip_ptr.dtype.element_ty), mask=mask)
+        scratch = scratch_ptr + program.to(tl.int64) * C * BLOCK_T + offs_c[:, None] * BLOCK_T  # (C, 1)
+        for i in range(TILES_PER_PROGRAM):  # a constant trip count: one tile folds away the loop
+            task = program * TILES_PER_PROGRAM + i
+            row = (tl.minimum(task, tasks - 1) // tiles_per_row).to(tl.int64)  # int64: row * 2C * T can pass 2**31
+            offs_t = (task % tiles_per_row) * kept - halo + local
+            in_signal = (offs_t >= 0) & (offs_t < T) & (task < tasks)  # a last program may run short
+            x_row = x_ptr + row * C * T
+            for layer in tl.static_range(LAYERS):  # unrolled
+                # block `layer` reads x from GPU memory (the first) or from the scratch the one before wrote
+                dilation = tl.load(dilations_ptr + layer)
+                step_bias = tl.load(step_bias_ptr + (layer * batch + row) * C + offs_c)[:, None]
+                gate = tl.full((C, BLOCK_T), 0.0, tl.float32)
+                filt = tl.full((C, BLOCK_T), 0.0, tl.float32)
+                for tap in range(3):  # a loop, not unrolled: one tap's weights live at a time
+                    t_tap = offs_t + (tap - 1) * dilation
+                    valid = (t_tap >= 0) & (t_tap < T)
+                    if layer == 0:
+                        x_tap = tl.load(x_row + offs_c[:, None] * T + t_tap[None, :], mask=valid[None, :], other=0.0)
+                    else:  # taps outside the tile only feed the halo, which is not written
+                        local_tap = local + (tap - 1) * dilation
+                        valid = valid & (local_tap >= 0) & (local_tap < BLOCK_T)
+                        x_tap = tl.load(scratch + local_tap[None, :], mask=valid[None, :], other=0.0)
+                    # the conv zero-pads x + step bias, so the bias is added inside the signal only
+                    y_tap = tl.where(valid[None, :], x_tap.to(tl.float32) + step_bias, 0.0).to(dtype)
+                    w_tap = w_dilated_ptr + (layer * 3 + tap) * 2 * C * C
+                    w_gate = tl.load(w_tap + offs_c[:, None] * C + offs_c[None, :])
+                    w_filt = tl.load(w_tap + (C + offs_c)[:, None] * C + offs_c[None, :])
+                    gate += tl.dot(w_gate, y_tap, input_precision=DOT_PRECISION)
+                    filt += tl.dot(w_filt, y_tap, input_precision=DOT_PRECISION)
+                if COND_MODE == 1:
+                    cond_row = cond_ptr + row * 2 * C * T
+                    mask = in_signal[None, :]
+                    gate += tl.load(cond_row + offs_c[:, None] * T + offs_t[None, :], mask=mask, other=0.0).to(tl.float32)
+                    filt += tl.load(cond_row + (C + offs_c)[:, None] * T + offs_t[None, :], mask=mask,
+                                    other=0.0).to(tl.float32)
+                if COND_MODE == 2:  # the mel's 1x1 projection, as a MEL_A-wide and a MEL_B-wide product
+                    mel_row = cond_ptr + row * n_mels * T
+                    w_cond = w_cond_ptr + layer * 2 * C * (MEL_A + MEL_B)
+                    offs_a = tl.arange(0, MEL_A)
+                    mel = tl.load(mel_row + offs_a[:, None] * T + offs_t[None, :],
+                                  mask=(offs_a[:, None] < n_mels) & in_signal[None, :], other=0.0).to(dtype)
+                    w_gate_mel = tl.load(w_cond + offs_c[:, None] * (MEL_A + MEL_B) + offs_a[None, :])
+                    w_filt_mel = tl.load(w_cond + (C + offs_c)[:, None] * (MEL_A + MEL_B) + offs_a[None, :])
+                    gate += tl.dot(w_gate_mel, mel, input_precision=DOT_PRECISION)
+                    filt += tl.dot(w_filt_mel, mel, input_precision=DOT_PRECISION)
+                    if MEL_B > 0:
+                        offs_b = MEL_A + tl.arange(0, MEL_B)
+                        mel = tl.load(mel_row + offs_b[:, None] * T + offs_t[None, :],
+                                      mask=(offs_b[:, None] < n_mels) & in_signal[None, :], other=0.0).to(dtype)
+                        w_gate_mel = tl.load(w_cond + offs_c[:, None] * (MEL_A + MEL_B) + offs_b[None, :])
+                        w_filt_mel = tl.load(w_cond + (C + offs_c)[:, None] * (MEL_A + MEL_B) + offs_b[None, :])
+                        gate += tl.dot(w_gate_mel, mel, input_precision=DOT_PRECISION)
+                        filt += tl.dot(w_filt_mel, mel, input_precision=DOT_PRECISION)
+                gate += tl.load(row_bias_ptr + (layer * batch + row) * 2 * C + offs_c)[:, None]
+                filt += tl.load(row_bias_ptr + (layer * batch + row) * 2 * C + C + offs_c)[:, None]
+                # sigmoid(gate) * tanh(filt) from tl.exp (and tl.full, not tl.zeros, above): tl.sigmoid and
+                # tl.zeros are jitted helpers, which Triton's interpreter cannot call when it was switched
+                # on after triton was imported, as the tests do
+                sigmoid_gate = 1.0 / (1.0 + tl.exp(-gate))
+                tanh_filt = 2.0 / (1.0 + tl.exp(-2.0 * filt)) - 1.0
+                hidden = (sigmoid_gate * tanh_filt).to(dtype)
+                w_out = w_out_ptr + layer * 2 * C * C
+                b_out = b_out_ptr + layer * 2 * C
+                w_residual = tl.load(w_out + offs_c[:, None] * C + offs_c[None, :])
+                w_skip = tl.load(w_out + (C + offs_c)[:, None] * C + offs_c[None, :])
+                residual = tl.dot(w_residual, hidden, input_precision=DOT_PRECISION) + tl.load(b_out + offs_c)[:, None]
+                layer_skip = tl.dot(w_skip, hidden, input_precision=DOT_PRECISION) + tl.load(b_out + C + offs_c)[:, None]
+                if layer == 0:  # no zero-filled sum before the first: it would hold registers a single block needs
+                    skip = layer_skip
+                else:
+                    skip = skip.to(tl.float32) + layer_skip
+                if layer < LAYERS - 1:  # kept in the activation dtype between blocks (registers), as skip_sum is
+                    skip = skip.to(dtype)
+                if layer == 0:
+                    x_center = tl.load(x_row + offs_c[:, None] * T + offs_t[None, :], mask=in_signal[None, :], other=0.0)
+                else:
+                    x_center = tl.load(scratch + local[None, :])
+                x_next = (x_center.to(tl.float32) + residual) * 0.7071067811865476
+                if layer < LAYERS - 1:
+                    tl.debug_barrier()  # every thread has read this tile's scratch ...
+                    tl.store(scratch + local[None, :], x_next.to(dtype))
+                    tl.debug_barrier()  # ... and the next block reads what all of them wrote
+                else:
+                    offsets = offs_c[:, None] * T + offs_t[None, :]
+                    mask = ((local >= halo) & (local < halo + kept) & in_signal)[None, :]
+                    tl.store(out_ptr + row * C * T + offsets, x_next.to(dtype), mask=mask)
+                    skip_row = skip_ptr + row * C * T
+                    skip_sum = tl.load(skip_row + offsets, mask=mask, other=0.0).to(tl.float32) + skip
+                    tl.store(skip_row + offsets, skip_sum.to(skip_ptr.dtype.element_ty), mask=mask)
 
-    return residual_block_kernel
+    return residual_blocks_kernel
 
 
 def mel_blocks(n_mels: int) -> tuple[int, int]:
@@ -223,6 +277,7 @@ class BlockWeights:
     out_weight: Tensor  # (L, 2C, C) activation dtype
     out_bias: Tensor  # (L, 2C) float32
     dilations: tuple[int, ...]
+    dilation_table: Tensor  # (L,) int32: the dilations, for the kernel
     input_weight: Tensor  # (C, 1, 1) activation dtype: the input projection
     input_bias: Tensor  # (C,)
     skip_weight: Tensor  # (C, C, 1) activation dtype: the skip projection, times 1 / sqrt(L)
@@ -251,6 +306,8 @@ class BlockWeights:
             out_weight=stack(b.output_projection.weight.squeeze(-1) for b in blocks).to(dtype).contiguous(),
             out_bias=stack(b.output_projection.bias for b in blocks).float().contiguous(),
             dilations=tuple(b.dilated_conv.dilation[0] for b in blocks),
+            dilation_table=torch.tensor([b.dilated_conv.dilation[0] for b in blocks], dtype=torch.int32,
+                                        device=blocks[0].dilated_conv.weight.device),
             input_weight=network.input_projection.weight.detach().to(dtype),
             input_bias=network.input_projection.bias.detach().to(dtype),
             skip_weight=(network.skip_projection.weight.detach() / math.sqrt(len(blocks))).to(dtype),
@@ -260,27 +317,71 @@ class BlockWeights:
         )
 
 
-def residual_block(x: Tensor, out: Tensor, skip_sum: Tensor, step_bias: Tensor, row_bias: Tensor,
-                   cond: Tensor | None, cond_mode: int, weights: BlockWeights, layer: int,
-                   launch: Launch = Launch()) -> None:
-    """One residual block in one kernel: writes ``out`` ``(B, C, T)`` and adds the skip into ``skip_sum``.
+def group_plan(dilations: tuple[int, ...], group_halo: int) -> list[tuple[int, int]]:
+    """``(first block, number of blocks)`` for each kernel of a pass through the residual blocks.
 
-    ``x`` ``(B, C, T)`` contiguous; ``step_bias`` ``(B, C)`` and ``row_bias`` ``(B, 2C)`` float32;
-    ``cond`` per ``cond_mode`` (``(B, 2C, T)``, ``(B, n_mels, T)`` or ``None``). Products of
-    float32 activations use TF32 on a GPU (IEEE float32 in the interpreter). ``maxnreg`` caps the
+    Consecutive blocks share a kernel while the dilations of all but the first add up to at most
+    ``group_halo``: a tile then recomputes that many samples on each side (the halo), so that the
+    blocks after the first find every tap in the tile. Base's cycle 1, 2, 4, … 512 at 16 gives
+    [1, 2, 4, 8] (halo 14) and single blocks from 16 on; ``group_halo=0`` gives single blocks.
+    """
+    plan: list[tuple[int, int]] = []
+    first, halo = 0, 0
+    for layer in range(1, len(dilations) + 1):
+        if layer < len(dilations) and halo + dilations[layer] <= group_halo:
+            halo += dilations[layer]
+            continue
+        plan.append((first, layer - first))
+        first, halo = layer, 0
+    return plan
+
+
+def tiles_per_program(layers: int, device: torch.device) -> int:
+    """Tiles each program of a launch does: one for a single block; for a group, several in a
+    row through one scratch tile, so that few scratch tiles are in use at a time (they stay in
+    the L2 cache). The interpreter runs two, which checks the loop."""
+    if layers == 1:
+        return 1
+    return 8 if device.type == "cuda" else 2
+
+
+def residual_blocks(x: Tensor, out: Tensor, skip_sum: Tensor, step_bias: Tensor, row_bias: Tensor,
+                    cond: Tensor | None, cond_mode: int, weights: BlockWeights, first: int, layers: int = 1,
+                    launch: Launch = Launch()) -> None:
+    """Blocks ``first .. first + layers - 1`` in one kernel: writes ``out`` ``(B, C, T)`` (the
+    last block's output) and adds all their skips into ``skip_sum``.
+
+    ``x`` ``(B, C, T)`` contiguous; ``step_bias`` ``(layers, B, C)`` and ``row_bias`` ``(layers, B,
+    2C)`` float32; ``cond`` per ``cond_mode`` (``(B, 2C, T)`` with ``layers == 1``, ``(B, n_mels,
+    T)`` or ``None``). Between the blocks of a group ``x`` goes through a per-program scratch tile
+    (from the L2 cache on a GPU), not through ``(B, C, T)`` buffers. Products of float32
+    activations use TF32 on a GPU (IEEE float32 in the interpreter). ``maxnreg`` caps the
     registers per thread (more programs per SM, some spilling).
     """
     batch, channels, length = x.shape
+    if cond_mode == COND_CACHED and layers > 1:
+        raise ValueError("cached projections are one tensor per block: group blocks with the mel instead")
+    dilations = weights.dilations[first:first + layers]
+    halo = -(-sum(dilations[1:]) // 16) * 16  # a multiple of 16 keeps the tiles aligned: vector loads
+    kept = launch.block_t - 2 * halo
+    if kept <= 0:
+        raise ValueError(f"blocks {first}..{first + layers - 1} need a halo of {halo} samples a side, "
+                         f"more than a tile of {launch.block_t} holds")
+    tiles_per_row = math.ceil(length / kept)
+    per_program = tiles_per_program(layers, x.device)
+    programs = math.ceil(batch * tiles_per_row / per_program)
+    scratch = x if layers == 1 else torch.empty(programs, channels, launch.block_t, dtype=x.dtype, device=x.device)
     n_mels = cond.shape[1] if cond_mode == COND_MEL else 0
-    cond_weight = weights.cond_weight[layer] if cond_mode == COND_MEL else weights.out_weight[layer]
+    blocks = slice(first, first + layers)
+    cond_weight = weights.cond_weight[blocks] if cond_mode == COND_MEL else weights.out_weight[blocks]
     mel_a, mel_b = mel_blocks(n_mels) if cond_mode == COND_MEL else (16, 0)
-    grid = (math.ceil(length / launch.block_t), batch)
-    _kernel(interpreting())[grid](
-        x, out, skip_sum, step_bias, row_bias, x if cond is None else cond,
-        weights.dilated[layer], cond_weight, weights.out_weight[layer], weights.out_bias[layer],
-        length, weights.dilations[layer], n_mels,
+    _kernel(interpreting())[(programs,)](
+        x, out, skip_sum, scratch, step_bias.contiguous(), row_bias.contiguous(), x if cond is None else cond,
+        weights.dilated[blocks], cond_weight, weights.out_weight[blocks], weights.out_bias[blocks],
+        weights.dilation_table[blocks], batch, length, n_mels, halo, kept, tiles_per_row,
         C=channels, BLOCK_T=launch.block_t, MEL_A=mel_a, MEL_B=mel_b, COND_MODE=cond_mode,
-        DOT_PRECISION="ieee" if interpreting() else "tf32", **launch.options(),
+        DOT_PRECISION="ieee" if interpreting() else "tf32", LAYERS=layers, TILES_PER_PROGRAM=per_program,
+        **launch.options(),
     )
 
 
@@ -329,10 +430,12 @@ class FusedDenoiser:
         x = F.conv1d(audio.unsqueeze(1).to(dtype), weights.input_weight, weights.input_bias).relu_()  # (B, C, T)
         out = torch.empty_like(x)
         skip_sum = torch.zeros_like(x)
-        for layer in range(len(weights.dilations)):
-            residual_block(x, out, skip_sum, step_bias[layer].contiguous(), row_bias[layer].contiguous(),
-                           cond[layer] if isinstance(cond, list) else cond, cond_mode, weights, layer,
-                           self.launch)
+        group_halo = 0 if cond_mode == COND_CACHED else self.launch.group_halo
+        for first, layers in group_plan(weights.dilations, group_halo):
+            blocks = slice(first, first + layers)
+            residual_blocks(x, out, skip_sum, step_bias[blocks], row_bias[blocks],
+                            cond[first] if isinstance(cond, list) else cond, cond_mode, weights, first, layers,
+                            self.launch)
             x, out = out, x
         x = F.conv1d(skip_sum, weights.skip_weight, weights.skip_bias).relu_()
         return F.conv1d(x, weights.final_weight, weights.final_bias).squeeze(1)

@@ -11,7 +11,7 @@ import pytest
 import torch
 from conftest import make_tiny_generator, make_tiny_model, random_network
 
-from audiodiff.fused import FusedDenoiser, Launch
+from audiodiff.fused import COND_CACHED, BlockWeights, FusedDenoiser, Launch, group_plan, residual_blocks
 from audiodiff.model import DiffWave, denoiser_config
 
 pytest.importorskip("triton")
@@ -25,9 +25,9 @@ def fused_device(device, monkeypatch) -> str:
     return device
 
 
-def cpu_launch(device: str, block_t: int) -> Launch:
+def cpu_launch(device: str, block_t: int, group_halo: int = 0) -> Launch:
     """The interpreter runs one program at a time in numpy: few, large tiles keep it quick."""
-    return Launch(block_t) if device == "cpu" else Launch()
+    return Launch(block_t, group_halo=group_halo) if device == "cpu" else Launch(group_halo=group_halo)
 
 
 def conditioning_of(network: DiffWave, mode: str, batch: int, length: int, device: str):
@@ -39,11 +39,14 @@ def conditioning_of(network: DiffWave, mode: str, batch: int, length: int, devic
     return network.condition(mel, cache_projections=(mode == "cached mel"))
 
 
+@pytest.mark.parametrize("group_halo", [0, 16], ids=["one block a kernel", "grouped blocks"])
 @pytest.mark.parametrize("mode, overrides", [
     ("cached mel", {}), ("mel", {}), ("unconditional", {"n_mels": None}),
     ("class", {"n_mels": None, "num_classes": 3}),
 ])
-def test_fused_denoiser_matches_the_network(fused_device, mode, overrides):
+def test_fused_denoiser_matches_the_network(fused_device, mode, overrides, group_halo):
+    """Grouped: tiny's dilations 1, 2, 4, 8, 16, 32 (twice) run as [1 2 4 8] [16] [32 1 2 4 8] [16]
+    [32]; cached projections stay one block a kernel."""
     network = random_network(**overrides).to(fused_device)
     batch, length = 2, 64 * 11  # 704 samples: tiles of 256 cut it unevenly, dilations reach across tiles
     audio = torch.randn(batch, length, device=fused_device)
@@ -51,7 +54,7 @@ def test_fused_denoiser_matches_the_network(fused_device, mode, overrides):
     with torch.inference_mode():
         conditioning = conditioning_of(network, mode, batch, length, fused_device)
         expected = network.denoise(audio, step, conditioning)
-        fused = FusedDenoiser(network, cpu_launch(fused_device, 256))(audio, step, conditioning)
+        fused = FusedDenoiser(network, cpu_launch(fused_device, 256, group_halo))(audio, step, conditioning)
     assert fused.shape == expected.shape == (batch, length) and fused.dtype == torch.float32
     scale = expected.abs().max().item()
     assert scale > 0.1
@@ -68,10 +71,12 @@ def short_mel() -> torch.Tensor:
     return (-6 + 3 * torch.sin(frames + 4 * bins)).unsqueeze(0)
 
 
-def test_fused_vocoding_gives_the_eager_audio(fused_device, short_mel):
+@pytest.mark.parametrize("group_halo", [0, 30])
+def test_fused_vocoding_gives_the_eager_audio(fused_device, short_mel, group_halo):
     model = make_tiny_model().to(fused_device)
     eager = model.vocode(short_mel, seed=2, chunk_seconds=None)
-    fused = model.fuse_denoiser(cpu_launch(fused_device, 2048)).vocode(short_mel, seed=2, chunk_seconds=None)
+    fused = model.fuse_denoiser(cpu_launch(fused_device, 2048, group_halo)).vocode(short_mel, seed=2,
+                                                                                  chunk_seconds=None)
     tolerance = 1e-4 if fused_device == "cpu" else 3e-2
     assert (fused - eager).abs().max().item() < tolerance * eager.abs().max().item()
 
@@ -142,8 +147,38 @@ def test_fused_refuses_what_it_cannot_run(monkeypatch):
         FusedDenoiser(DiffWave(denoiser_config("tiny", residual_channels=48)))
 
 
+def test_group_plan_packs_blocks_while_their_dilations_fit_the_halo():
+    base = tuple(2 ** (i % 10) for i in range(30))
+    # 1 2 4 8 | 16 | 32 | … | 256 | 512 1 2 4 8 | 16 | …: the first block of a group reads GPU memory,
+    # so 512 heads the next cycle's group; 19 kernels for 30 blocks
+    assert group_plan(base, 16)[:8] == [(0, 4), (4, 1), (5, 1), (6, 1), (7, 1), (8, 1), (9, 5), (14, 1)]
+    assert len(group_plan(base, 16)) == 19 and sum(n for _, n in group_plan(base, 16)) == 30
+    assert group_plan(base, 0) == [(i, 1) for i in range(30)]
+    assert group_plan((1, 2, 4, 8, 16, 32, 1, 2, 4, 8, 16, 32), 16) == [(0, 4), (4, 1), (5, 5), (10, 1), (11, 1)]
+    assert group_plan((4, 1, 1), 2) == [(0, 3)]  # the first block's dilation reads GPU memory, not the tile
+    assert group_plan((), 16) == []
+
+
+def test_grouping_refuses_cached_projections_and_halos_longer_than_the_tile(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    network = random_network()
+    weights = BlockWeights.of(network, torch.float32)
+    x = torch.zeros(1, 32, 64)
+    bias, row_bias = torch.zeros(2, 1, 32), torch.zeros(2, 1, 64)
+    with pytest.raises(ValueError, match="cached projections"):
+        residual_blocks(x, x.clone(), x.clone(), bias, row_bias, torch.zeros(1, 64, 64), COND_CACHED, weights, 0, 2)
+    with pytest.raises(ValueError, match="halo of 32 samples a side, more than a tile of 64"):  # dilations 16, 32
+        residual_blocks(x, x.clone(), x.clone(), bias, row_bias, None, 0, weights, 4, 2, Launch(64))
+
+
 def test_launch_text_round_trips_and_bad_launches_are_value_errors():
     assert Launch.parse("128x8") == Launch(128, 8)
+    assert Launch.parse("128x4g16") == Launch(128, 4, group_halo=16) and str(Launch(64, 4, None, 1, 24)) == "64x4s1g24"
+    assert Launch.parse("128x4g16s1") == Launch.parse("128x4s1g16") == Launch(128, 4, None, 1, 16)
+    with pytest.raises(ValueError, match="group_halo"):
+        Launch.parse("32x4g16")
+    with pytest.raises(ValueError, match="at most once"):
+        Launch.parse("128x4s1s2")
     assert str(Launch.parse("64x4r168")) == "64x4r168" and Launch.parse("64x4r168").maxnreg == 168
     assert Launch.parse("128x4s1") == Launch(128, 4, None, 1) and str(Launch(128, 4, 168, 2)) == "128x4r168s2"
     assert Launch(64, 8, None, 1).options() == {"num_warps": 8, "num_stages": 1}
