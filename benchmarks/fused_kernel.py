@@ -4,15 +4,18 @@ For each launch of ``--launches`` and each conditioning of ``--modes`` (``mel``:
 the upsampled mel; ``cached``: it reads cached per-block projections), in a fresh process (a bad
 launch that faults cannot take the others down), on random weights of ``--size``:
 
-* checks one block of each dilation against the eager block in float32: the largest difference of
-  the block output and of its skip, relative to the float32 output's largest value, for the
-  fused kernel and, as the yardstick, for the eager block under autocast in the same dtype; the
-  kernel's 99.99th-percentile difference and where its largest one is (JSON ``worst_at``);
+* checks each kernel of one dilation cycle (one block, or a group of blocks under a launch's
+  ``gHALO``) against the eager blocks in float32: the largest difference of the output and of the
+  skip sum, relative to the float32 output's largest value, for the fused kernel and, as the
+  yardstick, for the eager blocks under autocast in the same dtype; the kernel's
+  99.99th-percentile difference and where its largest one is (JSON ``worst_at``);
 * times one pass through all residual blocks (CUDA events, median of ``--repeats``) and turns it
-  into time per block, memory traffic (GB/s, the bytes each block must move at least: read ``x``
-  and the conditioning, write ``x'``, read and write the skip sum) and arithmetic (TFLOP/s, the
-  block's matrix products at the true mel width), with their share of ``--peak-gbs`` and
-  ``--peak-tflops`` (defaults: an H100 SXM's 3350 GB/s and 989 dense bf16 TFLOP/s).
+  into time per block, memory traffic (GB/s, the bytes each block must move at least with one
+  kernel per block: read ``x`` and the conditioning, write ``x'``, read and write the skip sum;
+  grouped launches move less, so for them it is the bandwidth one kernel per block would need)
+  and arithmetic (TFLOP/s, the block's matrix products at the true mel width, without the
+  recomputed halo), with their share of ``--peak-gbs`` and ``--peak-tflops`` (defaults: an H100
+  SXM's 3350 GB/s and 989 dense bf16 TFLOP/s).
 
     python benchmarks/fused_kernel.py --launches 64x4 128x8 --json fused-kernel.json
 """
@@ -65,7 +68,7 @@ def tail_value(difference: torch.Tensor, share: float = 1e-4) -> float:
 def measure_one(launch: str, mode: str, size: str, batch: int, seconds: float, repeats: int,
                 device: str = "cuda", dtype: str = "bf16") -> dict[str, Any]:
     """Check and time ``launch`` in ``mode`` in this process (on a CPU: Triton's interpreter, a dry run)."""
-    from audiodiff.fused import COND_CACHED, COND_MEL, BlockWeights, Launch, residual_block
+    from audiodiff.fused import COND_CACHED, COND_MEL, BlockWeights, Launch, group_plan, residual_blocks
     from audiodiff.model import DiffWave, denoiser_config
 
     torch.manual_seed(0)
@@ -88,21 +91,32 @@ def measure_one(launch: str, mode: str, size: str, batch: int, seconds: float, r
         x = torch.randn(batch, config.residual_channels, length, device=device).to(activation)
         out, skip = torch.empty_like(x), torch.zeros_like(x)
 
-        def run_block(layer: int) -> None:
-            residual_block(x, out, skip, step_bias[layer], row_bias[layer],
-                           conds[layer] if isinstance(conds, list) else conds, cond_mode, weights, layer, chosen)
+        plan = group_plan(weights.dilations, chosen.group_halo if mode == "mel" else 0)
+
+        def run_unit(first: int, layers: int) -> None:
+            blocks = slice(first, first + layers)
+            residual_blocks(x, out, skip, step_bias[blocks], row_bias[blocks],
+                            conds[first] if isinstance(conds, list) else conds, cond_mode, weights, first, layers,
+                            chosen)
+
+        def eager_unit(first: int, layers: int, value: torch.Tensor, conditions) -> tuple[torch.Tensor, torch.Tensor]:
+            """The eager blocks of one kernel: the last one's output and the sum of their skips."""
+            skips = 0
+            for layer in range(first, first + layers):
+                value, block_skip = network.residual_layers[layer](value, embedding, conditions[layer])
+                skips = skips + block_skip
+            return value, skips
 
         with torch.autocast(device, enabled=False):
             fp32_conditioning = network.condition(mel, cache_projections=False)
         worst_fused = worst_eager = tail_fused = 0.0
         worst_at: dict[str, Any] = {}
-        for layer in range(config.dilation_cycle):  # one block of each dilation against the eager block
+        for first, layers in [unit for unit in plan if unit[0] < config.dilation_cycle]:  # one cycle's kernels
             skip.zero_()
-            run_block(layer)
-            block = network.residual_layers[layer]
-            eager, eager_skip = block(x, embedding, conditioning[layer])
+            run_unit(first, layers)
+            eager, eager_skip = eager_unit(first, layers, x, conditioning)
             with torch.autocast(device, enabled=False):
-                exact, exact_skip = block(x.float(), embedding, fp32_conditioning[layer])
+                exact, exact_skip = eager_unit(first, layers, x.float(), fp32_conditioning)
             scale = exact.abs().max().item()
             for name, value, expected in (("out", out, exact), ("skip", skip, exact_skip)):
                 difference = (value.float() - expected).abs() / scale
@@ -110,17 +124,17 @@ def measure_one(launch: str, mode: str, size: str, batch: int, seconds: float, r
                 tail_fused = max(tail_fused, tail_value(difference))
                 if largest > worst_fused:
                     row, channel, t = (int(i) for i in torch.unravel_index(difference.argmax(), difference.shape))
-                    worst_fused, worst_at = largest, {"layer": layer, "dilation": block.dilated_conv.dilation[0],
-                                                      "output": name, "row": row, "channel": channel, "t": t,
-                                                      "length": length}
+                    worst_fused, worst_at = largest, {"layer": first, "dilation": weights.dilations[first],
+                                                      "blocks": layers, "output": name, "row": row,
+                                                      "channel": channel, "t": t, "length": length}
             worst_eager = max(worst_eager, relative_difference(eager, exact, scale),
                               relative_difference(eager_skip, exact_skip, scale))
         times = []
         for _ in range(repeats + 1):
             synchronize(device)
             start = time.perf_counter()
-            for layer in range(config.residual_layers):
-                run_block(layer)
+            for first, layers in plan:
+                run_unit(first, layers)
             synchronize(device)
             times.append((time.perf_counter() - start) / config.residual_layers)
     per_block = statistics.median(times[1:])

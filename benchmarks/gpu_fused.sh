@@ -2,9 +2,9 @@
 # The GPU work of the fused-kernel engine (fast-sampling issue), as one script of about 5 minutes
 # for the lent GPU machine; PARTS picks the parts (default all):
 #   tests:   the fused kernels' tests compiled on CUDA (tests/test_fused.py, bf16 included);
-#   kernel:  one residual block per launch of LAUNCHES (benchmarks/fused_kernel.py): checked
-#            against the eager block, timed, as GB/s and TFLOP/s against the H100's peaks; the
-#            fastest launch is used by the parts below;
+#   kernel:  the residual blocks under each launch of LAUNCHES (benchmarks/fused_kernel.py): each
+#            kernel checked against the eager blocks, timed per block, as GB/s and TFLOP/s against
+#            the H100's peaks; the fastest launch is used by the parts below;
 #   engine:  engine speed at batch 1 and 16 (base, 6 steps, 5 s per item): the reference loop,
 #            eager bf16, the folded engine (the CPU's default, never timed on CUDA), the fused
 #            kernels (the kernel projects the mel, or reads cached projections), and a kernel
@@ -22,7 +22,9 @@
 # Everything comes back in $OUT/logs.tar.gz, with the tables in $OUT/summary.txt.
 set -u -o pipefail
 OUT=${OUT:-gpu-out}
-LAUNCHES=${LAUNCHES:-"128x4 64x4 64x8 128x8 32x4 64x4r168 256x8"}
+# the fastest single-block launches of the first H100 runs, and grouped blocks (gHALO: dilations 1-8 of
+# each cycle in one kernel), not yet timed on a GPU (benchmarks/kernel_registers.py: they spill)
+LAUNCHES=${LAUNCHES:-"128x4 64x4 128x4g16 128x8g16"}
 PARTS=${PARTS:-"tests upsampler kernel engine large quality"}
 DEVICE=${DEVICE:-cuda}  # cpu: a dry run of the plumbing (TRITON_INTERPRET=1, tiny sizes)
 LOGS="$OUT/logs"
@@ -34,8 +36,10 @@ fi
 export PYTHONUNBUFFERED=1
 PY=${PY:-python3}
 SIZE=base SECONDS_PER_ITEM=5 DATA=.gpu-data/heldout8 PQ_TIMEOUT=120
+KERNEL_BATCH=16 ENGINE_BATCHES="1 16" LARGE_BATCHES="16 64 128"
 if [ "$DEVICE" = cpu ]; then
-  export TRITON_INTERPRET=1 SIZE=tiny SECONDS_PER_ITEM=0.05 LAUNCHES="2048x4" PQ_TIMEOUT=20
+  export TRITON_INTERPRET=1 SIZE=tiny SECONDS_PER_ITEM=0.05 LAUNCHES="2048x4 2048x4g16" PQ_TIMEOUT=20
+  KERNEL_BATCH=1 ENGINE_BATCHES="1" LARGE_BATCHES="2"
 fi
 [ "$DEVICE" = cuda ] && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$LOGS/gpu.txt"
 SUMMARY="$OUT/summary.txt"
@@ -48,14 +52,15 @@ engine() {  # engine NAME TIMEOUT ARGS...: one engine_speed run, its table appen
   echo "exit $?" >> "$LOGS/engine-$name.txt"
   grep -v Warning "$LOGS/engine-$name.txt" | grep -E '^\||^  batch|exit|Error' | tee -a "$SUMMARY"
 }
-fastest_launch() {  # fastest_launch JSON: the launch of fused_kernel.py's fastest correct row (128x4 if none)
+fastest_launch() {  # fastest_launch JSON: the launch of fused_kernel.py's fastest correct row (else the first
+  # of LAUNCHES: on a CPU the interpreter's bf16 is wrong, so no row is correct there)
   $PY -c '
 import json, sys
 try:
     rows = [r for r in json.load(open(sys.argv[1]))["rows"] if "block_us" in r and r["max_rel_error"] < 0.1]
 except (OSError, ValueError):
     rows = []
-print(min(rows, key=lambda r: r["block_us"])["launch"] if rows else "128x4")' "$1"
+print(min(rows, key=lambda r: r["block_us"])["launch"] if rows else sys.argv[2])' "$1" "${LAUNCHES%% *}"
 }
 
 if part tests; then
@@ -71,25 +76,27 @@ if part upsampler; then
     --precisions fp32 bf16 --json "$LOGS/upsampler.json" 2>&1 | grep -v Warning | grep -E '^\|' | tee -a "$SUMMARY"
 fi
 
-BEST=${BEST:-128x4}
+BEST=${BEST:-${LAUNCHES%% *}}
 if part kernel; then
   echo "== one residual block per launch ($(date +%T))" | tee -a "$SUMMARY"
   # shellcheck disable=SC2086  # word-split the launch list
   timeout 240 $PY benchmarks/fused_kernel.py --device "$DEVICE" --size "$SIZE" --seconds "$SECONDS_PER_ITEM" \
-    --launches $LAUNCHES --modes mel --json "$LOGS/fused-kernel-mel.json" 2>&1 | grep -v Warning | tee -a "$SUMMARY"
+    --batch "$KERNEL_BATCH" --launches $LAUNCHES --modes mel --json "$LOGS/fused-kernel-mel.json" 2>&1 | grep -v Warning | tee -a "$SUMMARY"
   BEST=$(fastest_launch "$LOGS/fused-kernel-mel.json")
   echo "fastest launch: $BEST" | tee -a "$SUMMARY"
   timeout 60 $PY benchmarks/fused_kernel.py --device "$DEVICE" --size "$SIZE" --seconds "$SECONDS_PER_ITEM" \
-    --launches "$BEST" --modes cached --json "$LOGS/fused-kernel-cached.json" 2>&1 | grep -v Warning \
+    --batch "$KERNEL_BATCH" --launches "$BEST" --modes cached --json "$LOGS/fused-kernel-cached.json" 2>&1 | grep -v Warning \
     | grep -E '^\|' | tail -1 | tee -a "$SUMMARY"
 fi
 
 if part engine; then
-  engine batch1-16 240 --batch 1 16 --repeats 3 --engines bf16 bf16-folded bf16-fused bf16-fused-cached \
+  # shellcheck disable=SC2086  # word-split the batch lists
+  engine batch1-16 240 --batch $ENGINE_BATCHES --repeats 3 --engines bf16 bf16-folded bf16-fused bf16-fused-cached \
     --launches "$BEST" --profile --profile-engine bf16-fused
   grep -A22 "Name" "$LOGS/engine-batch1-16.txt" | head -24 > "$LOGS/profile-fused.txt"
 fi
-part large && engine large-batches 150 --batch 16 64 128 --repeats 3 --engines bf16-fused --launches "$BEST"
+# shellcheck disable=SC2086
+part large && engine large-batches 150 --batch $LARGE_BATCHES --repeats 3 --engines bf16-fused --launches "$BEST"
 
 if part quality; then
   echo "== held-out quality, fused vs unfused ($(date +%T))" | tee -a "$SUMMARY"
@@ -103,7 +110,7 @@ if part accuracy; then
   echo "== where the fused block's largest error is ($(date +%T))" | tee -a "$SUMMARY"
   for dtype in bf16 fp16; do
     timeout 90 $PY benchmarks/fused_kernel.py --device "$DEVICE" --size "$SIZE" --seconds "$SECONDS_PER_ITEM" \
-      --launches "$BEST" "${BEST}s1" --modes mel cached --dtype $dtype --repeats 2 \
+      --batch "$KERNEL_BATCH" --launches "$BEST" "${BEST}s1" --modes mel cached --dtype $dtype --repeats 2 \
       --json "$LOGS/fused-accuracy-$dtype.json" 2>&1 | grep -v Warning | grep -E '^\|' | tee -a "$SUMMARY"
     $PY -c 'import json, sys; [print(r["launch"], r["mode"], r.get("worst_at")) for r in json.load(open(sys.argv[1]))["rows"]]' \
       "$LOGS/fused-accuracy-$dtype.json" | tee -a "$SUMMARY"

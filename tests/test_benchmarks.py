@@ -247,3 +247,21 @@ def test_upsampler_speed_times_both_forms_and_checks_they_agree(tmp_path):
         assert row["speedup"] == pytest.approx(row["transposed_s"] / row["subpixel_s"], rel=1e-12)
         assert row["max_rel_difference"] < 1e-5  # the same sums in float32
     assert len(_table_rows(table)) == 2
+
+
+def test_kernel_registers_compiles_each_kernel_of_a_launch_for_the_h100_without_one(tmp_path):
+    """Triton's bundled ptxas reports registers and spills: a grouped launch has one row per kernel
+    size it runs (tiny at g16: [1 2 4 8] [16] [32 1 2 4 8] [16] [32], so 3 single blocks, a 4 and a 5)."""
+    pytest.importorskip("triton")
+    script = _load("kernel_registers.py")
+    if not script.ptxas_path().exists():
+        pytest.skip("this Triton has no bundled ptxas")
+    out = tmp_path / "registers.json"
+    table = _run("kernel_registers.py", "--size", "tiny", "--launches", "64x4g16", "--seconds", "0.1",
+                 "--json", str(out))
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["blocks"], r["halo"], r["kernels_per_pass"]) for r in rows] == [(1, 0, 3), (4, 16, 1), (5, 16, 1)]
+    for row in rows:
+        assert "error" not in row, row
+        assert 0 < row["registers"] <= 255 and row["spill_stores"] >= 0 and row["shared"] > 0
+    assert len(_table_rows(table)) == 3 and "sm_90a" in table
