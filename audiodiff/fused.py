@@ -13,8 +13,9 @@ conditioner add, gate, output projection, residual and skip adds), and each read
 
 A launch's ``gHALO`` (:class:`Launch`, e.g. ``"128x4g16"``) runs consecutive blocks with small
 dilations in one kernel (:func:`group_plan`: base's 1, 2, 4, 8 of each cycle at ``g16``): a tile
-recomputes the later blocks' dilations on each side, passes ``x`` between its blocks through a
-scratch tile of its own and adds their skips once, so the group moves the bytes of one block.
+recomputes the later blocks' dilations on each side, passes ``x`` and the skip sum between its
+blocks through a scratch tile of its own and adds the skips into ``skip_sum`` once, so the group
+moves the bytes of one block.
 Grouping is experimental: checked here in the interpreter, not yet timed on a GPU.
 
 :class:`FusedDenoiser` runs :meth:`audiodiff.model.DiffWave.denoise` with one such kernel per
@@ -133,7 +134,7 @@ def _kernel(interpret: bool):
     @triton.jit
     def residual_blocks_kernel(
         x_ptr, out_ptr, skip_ptr,  # (B, C, T) in the activation dtype; skip is updated in place
-        scratch_ptr,  # (programs, C, BLOCK_T) activation dtype: x between the blocks of a group
+        scratch_ptr,  # (programs, 2, C, BLOCK_T) activation dtype: x and the skip sum between a group's blocks
         step_bias_ptr,  # (LAYERS, B, C) float32: each block's diffusion projection, added to x before the conv
         row_bias_ptr,  # (LAYERS, B, 2C) float32: conv bias (+ class projection, + mel projection bias)
         cond_ptr,  # (B, 2C, T) cached projection (LAYERS == 1 only), (B, n_mels, T) upsampled mel, or unused
@@ -154,7 +155,8 @@ def _kernel(interpret: bool):
         offs_c = tl.arange(0, C)
         local = tl.arange(0, BLOCK_T)
         dtype = x_ptr.dtype.element_ty
-        scratch = scratch_ptr + program.to(tl.int64) * C * BLOCK_T + offs_c[:, None] * BLOCK_T  # (C, 1)
+        scratch = scratch_ptr + program.to(tl.int64) * 2 * C * BLOCK_T + offs_c[:, None] * BLOCK_T  # (C, 1): x
+        skip_scratch = scratch + C * BLOCK_T  # and the group's skip sum so far
         for i in range(TILES_PER_PROGRAM):  # a constant trip count: one tile folds away the loop
             task = program * TILES_PER_PROGRAM + i
             row = (tl.minimum(task, tasks - 1) // tiles_per_row).to(tl.int64)  # int64: row * 2C * T can pass 2**31
@@ -221,12 +223,10 @@ def _kernel(interpret: bool):
                 w_skip = tl.load(w_out + (C + offs_c)[:, None] * C + offs_c[None, :])
                 residual = tl.dot(w_residual, hidden, input_precision=DOT_PRECISION) + tl.load(b_out + offs_c)[:, None]
                 layer_skip = tl.dot(w_skip, hidden, input_precision=DOT_PRECISION) + tl.load(b_out + C + offs_c)[:, None]
-                if layer == 0:  # no zero-filled sum before the first: it would hold registers a single block needs
+                if layer == 0:
                     skip = layer_skip
-                else:
-                    skip = skip.to(tl.float32) + layer_skip
-                if layer < LAYERS - 1:  # kept in the activation dtype between blocks (registers), as skip_sum is
-                    skip = skip.to(dtype)
+                else:  # the skip sum waits in the scratch, not in registers, while the next block runs
+                    skip = tl.load(skip_scratch + local[None, :]).to(tl.float32) + layer_skip
                 if layer == 0:
                     x_center = tl.load(x_row + offs_c[:, None] * T + offs_t[None, :], mask=in_signal[None, :], other=0.0)
                 else:
@@ -235,6 +235,7 @@ def _kernel(interpret: bool):
                 if layer < LAYERS - 1:
                     tl.debug_barrier()  # every thread has read this tile's scratch ...
                     tl.store(scratch + local[None, :], x_next.to(dtype))
+                    tl.store(skip_scratch + local[None, :], skip.to(dtype))  # rounded as skip_sum is
                     tl.debug_barrier()  # ... and the next block reads what all of them wrote
                 else:
                     offsets = offs_c[:, None] * T + offs_t[None, :]
@@ -353,8 +354,8 @@ def residual_blocks(x: Tensor, out: Tensor, skip_sum: Tensor, step_bias: Tensor,
 
     ``x`` ``(B, C, T)`` contiguous; ``step_bias`` ``(layers, B, C)`` and ``row_bias`` ``(layers, B,
     2C)`` float32; ``cond`` per ``cond_mode`` (``(B, 2C, T)`` with ``layers == 1``, ``(B, n_mels,
-    T)`` or ``None``). Between the blocks of a group ``x`` goes through a per-program scratch tile
-    (from the L2 cache on a GPU), not through ``(B, C, T)`` buffers. Products of float32
+    T)`` or ``None``). Between the blocks of a group ``x`` and the skip sum so far go through a
+    per-program scratch tile (in the L2 cache on a GPU), not through ``(B, C, T)`` buffers. Products of float32
     activations use TF32 on a GPU (IEEE float32 in the interpreter). ``maxnreg`` caps the
     registers per thread (more programs per SM, some spilling).
     """
@@ -370,7 +371,7 @@ def residual_blocks(x: Tensor, out: Tensor, skip_sum: Tensor, step_bias: Tensor,
     tiles_per_row = math.ceil(length / kept)
     per_program = tiles_per_program(layers, x.device)
     programs = math.ceil(batch * tiles_per_row / per_program)
-    scratch = x if layers == 1 else torch.empty(programs, channels, launch.block_t, dtype=x.dtype, device=x.device)
+    scratch = x if layers == 1 else torch.empty(programs, 2, channels, launch.block_t, dtype=x.dtype, device=x.device)
     n_mels = cond.shape[1] if cond_mode == COND_MEL else 0
     blocks = slice(first, first + layers)
     cond_weight = weights.cond_weight[blocks] if cond_mode == COND_MEL else weights.out_weight[blocks]
