@@ -65,8 +65,9 @@ class Launch:
             raise ValueError(f"block_t must be a power of two >= 16, got {self.block_t}")
         if self.num_warps not in (1, 2, 4, 8, 16):
             raise ValueError(f"num_warps must be 1, 2, 4, 8 or 16, got {self.num_warps}")
-        if not 0 <= 2 * self.group_halo < self.block_t:
-            raise ValueError(f"group_halo must leave samples to keep: 0 <= 2 x {self.group_halo} < {self.block_t}")
+        if self.group_halo < 0 or 2 * tile_halo(self.group_halo) >= self.block_t:
+            raise ValueError(f"group_halo must leave samples to keep: 2 x {self.group_halo} (rounded up to a "
+                             f"multiple of 16) must be less than block_t {self.block_t}")
 
     @classmethod
     def parse(cls, text: str) -> "Launch":
@@ -318,6 +319,12 @@ class BlockWeights:
         )
 
 
+def tile_halo(samples: int) -> int:
+    """The samples a tile recomputes on each side for a group whose later dilations add up to
+    ``samples``: rounded up to a multiple of 16, which keeps tiles aligned for vector loads."""
+    return -(-samples // 16) * 16
+
+
 def group_plan(dilations: tuple[int, ...], group_halo: int) -> list[tuple[int, int]]:
     """``(first block, number of blocks)`` for each kernel of a pass through the residual blocks.
 
@@ -363,7 +370,7 @@ def residual_blocks(x: Tensor, out: Tensor, skip_sum: Tensor, step_bias: Tensor,
     if cond_mode == COND_CACHED and layers > 1:
         raise ValueError("cached projections are one tensor per block: group blocks with the mel instead")
     dilations = weights.dilations[first:first + layers]
-    halo = -(-sum(dilations[1:]) // 16) * 16  # a multiple of 16 keeps the tiles aligned: vector loads
+    halo = tile_halo(sum(dilations[1:]))
     kept = launch.block_t - 2 * halo
     if kept <= 0:
         raise ValueError(f"blocks {first}..{first + layers - 1} need a halo of {halo} samples a side, "

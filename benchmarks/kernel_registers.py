@@ -23,7 +23,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine_info, machine_lines, markdown_table, parser_from_doc, write_json  # noqa: E402
 
-from audiodiff.fused import COND_CACHED, COND_MEL, Launch, group_plan, mel_blocks  # noqa: E402
+from audiodiff.fused import COND_CACHED, COND_MEL, Launch, group_plan, mel_blocks, tile_halo  # noqa: E402
 from audiodiff.model import denoiser_config  # noqa: E402
 
 
@@ -93,7 +93,7 @@ def launch_rows(text: str, args) -> list[dict[str, Any]]:
     cond_mode = COND_CACHED if args.mode == "cached" else COND_MEL
     kernels = {}
     for first, layers in group_plan(dilations, launch.group_halo if cond_mode == COND_MEL else 0):
-        halo = -(-sum(dilations[first + 1:first + layers]) // 16) * 16
+        halo = tile_halo(sum(dilations[first + 1:first + layers]))
         kernels.setdefault((layers, halo), []).append(first)
     rows = []
     for (layers, halo), firsts in sorted(kernels.items()):

@@ -173,10 +173,13 @@ def test_grouping_refuses_cached_projections_and_halos_longer_than_the_tile(monk
 
 def test_launch_text_round_trips_and_bad_launches_are_value_errors():
     assert Launch.parse("128x8") == Launch(128, 8)
-    assert Launch.parse("128x4g16") == Launch(128, 4, group_halo=16) and str(Launch(64, 4, None, 1, 24)) == "64x4s1g24"
+    assert Launch.parse("128x4g16") == Launch(128, 4, group_halo=16) and str(Launch(128, 4, None, 1, 24)) == "128x4s1g24"
     assert Launch.parse("128x4g16s1") == Launch.parse("128x4s1g16") == Launch(128, 4, None, 1, 16)
     with pytest.raises(ValueError, match="group_halo"):
         Launch.parse("32x4g16")
+    with pytest.raises(ValueError, match="rounded up to a multiple of 16"):
+        Launch.parse("32x4g8")  # a halo of 8 is read as 16 a side: nothing of 32 samples is kept
+    assert Launch.parse("64x4g8").group_halo == 8
     with pytest.raises(ValueError, match="at most once"):
         Launch.parse("128x4s1s2")
     assert str(Launch.parse("64x4r168")) == "64x4r168" and Launch.parse("64x4r168").maxnreg == 168
