@@ -195,19 +195,15 @@ def _kernel(interpret: bool):
                 if COND_MODE == 2:  # the mel's 1x1 projection, as a MEL_A-wide and a MEL_B-wide product
                     mel_row = cond_ptr + row * n_mels * T
                     w_cond = w_cond_ptr + layer * 2 * C * (MEL_A + MEL_B)
-                    offs_a = tl.arange(0, MEL_A)
-                    mel = tl.load(mel_row + offs_a[:, None] * T + offs_t[None, :],
-                                  mask=(offs_a[:, None] < n_mels) & in_signal[None, :], other=0.0).to(dtype)
-                    w_gate_mel = tl.load(w_cond + offs_c[:, None] * (MEL_A + MEL_B) + offs_a[None, :])
-                    w_filt_mel = tl.load(w_cond + (C + offs_c)[:, None] * (MEL_A + MEL_B) + offs_a[None, :])
-                    gate += tl.dot(w_gate_mel, mel, input_precision=DOT_PRECISION)
-                    filt += tl.dot(w_filt_mel, mel, input_precision=DOT_PRECISION)
-                    if MEL_B > 0:
-                        offs_b = MEL_A + tl.arange(0, MEL_B)
-                        mel = tl.load(mel_row + offs_b[:, None] * T + offs_t[None, :],
-                                      mask=(offs_b[:, None] < n_mels) & in_signal[None, :], other=0.0).to(dtype)
-                        w_gate_mel = tl.load(w_cond + offs_c[:, None] * (MEL_A + MEL_B) + offs_b[None, :])
-                        w_filt_mel = tl.load(w_cond + (C + offs_c)[:, None] * (MEL_A + MEL_B) + offs_b[None, :])
+                    for part in tl.static_range(2 if MEL_B > 0 else 1):  # unrolled: the two widths differ
+                        if part == 0:
+                            offs_m = tl.arange(0, MEL_A)
+                        else:
+                            offs_m = MEL_A + tl.arange(0, MEL_B)
+                        mel = tl.load(mel_row + offs_m[:, None] * T + offs_t[None, :],
+                                      mask=(offs_m[:, None] < n_mels) & in_signal[None, :], other=0.0).to(dtype)
+                        w_gate_mel = tl.load(w_cond + offs_c[:, None] * (MEL_A + MEL_B) + offs_m[None, :])
+                        w_filt_mel = tl.load(w_cond + (C + offs_c)[:, None] * (MEL_A + MEL_B) + offs_m[None, :])
                         gate += tl.dot(w_gate_mel, mel, input_precision=DOT_PRECISION)
                         filt += tl.dot(w_filt_mel, mel, input_precision=DOT_PRECISION)
                 gate += tl.load(row_bias_ptr + (layer * batch + row) * 2 * C + offs_c)[:, None]
