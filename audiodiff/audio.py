@@ -6,8 +6,10 @@ float32 and resamples on request; it can read a slice of a file without decoding
 file surfaces as one exception type, :class:`AudioError`, whose message names the file and says
 what is wrong with it in one line.
 
-``soundfile`` and ``torchaudio`` are imported inside the functions that need them, so importing
-this module (and the package) works on machines that lack them.
+``soundfile`` and ``librosa`` are imported inside the functions that need them, so importing
+this module (and the package) stays fast and works on machines that lack them. Resampling is
+soxr's (through :func:`librosa.resample`): the package needs no compiled extension of torchaudio,
+so it works with any torch release its metadata admits.
 """
 
 from __future__ import annotations
@@ -196,16 +198,28 @@ def _frame_range(
     return start, count
 
 
-def resample(audio: Tensor, orig_sr: int, new_sr: int) -> Tensor:
-    """Resample ``(..., T)`` from ``orig_sr`` to ``new_sr`` (torchaudio's windowed sinc).
+#: The resampler: soxr's high-quality preset (a linear-phase low-pass that keeps 95 % of the
+#: band), as :func:`librosa.resample` names it.
+RESAMPLE_TYPE = "soxr_hq"
 
-    The output has ``ceil(T * new_sr / orig_sr)`` samples; equal rates return ``audio`` itself.
+
+def resample(audio: Tensor, orig_sr: int, new_sr: int) -> Tensor:
+    """Resample ``(..., T)`` from ``orig_sr`` to ``new_sr`` with soxr (:data:`RESAMPLE_TYPE`).
+
+    The output has ``ceil(T * new_sr / orig_sr)`` samples, the dtype and device of ``audio``;
+    equal rates return ``audio`` itself. The work is done on the CPU, in ``audio``'s float
+    precision (float64 stays float64).
     """
     if orig_sr == new_sr:
         return audio
-    import torchaudio.functional as AF
+    import librosa
 
-    return AF.resample(audio, int(orig_sr), int(new_sr))
+    source = audio.detach().cpu().numpy()
+    if source.dtype not in (np.float32, np.float64):
+        source = source.astype(np.float32)
+    resampled = librosa.resample(source, orig_sr=int(orig_sr), target_sr=int(new_sr),
+                                 res_type=RESAMPLE_TYPE, axis=-1)
+    return torch.from_numpy(np.ascontiguousarray(resampled)).to(device=audio.device, dtype=audio.dtype)
 
 
 def describe_conversion(info: AudioInfo, sample_rate: int | None, peak: float = 0.0) -> str | None:

@@ -8,7 +8,7 @@ mels and a Griffin-Lim floor (:func:`griffin_lim`) from the same mels.
 
 Metrics (one :class:`PairScore` field each; ``None`` with a note when not computable). ``ref`` and
 ``gen`` are the two clips at the evaluation rate ``sr`` after trimming to the shorter one;
-"at 16 kHz" means both resampled with torchaudio's windowed sinc.
+"at 16 kHz" means both resampled with :func:`audiodiff.audio.resample` (soxr).
 
 ``pesq_wb``
     Wideband PESQ (ITU-T P.862.2), ``pesq.pesq(16000, ref, gen, "wb")`` at 16 kHz. MOS-LQO,
@@ -211,7 +211,7 @@ def pair_files(ref_dir: PathLike, gen_dir: PathLike) -> Pairing:
 
 # ---------------------------------------------------------------- signal helpers
 def _to_rate(audio: np.ndarray, sample_rate: int, new_rate: int) -> np.ndarray:
-    """Resample ``(T,)`` with torchaudio's windowed sinc (float64 in and out)."""
+    """Resample ``(T,)`` with :func:`audiodiff.audio.resample` (float64 in and out)."""
     if sample_rate == new_rate or audio.size == 0:
         return audio
     return resample(torch.from_numpy(audio), sample_rate, new_rate).numpy()
@@ -835,24 +835,21 @@ def griffin_lim(mel: Tensor | np.ndarray, mel_config: MelConfig, n_iter: int = 6
 
     ``mel`` ``(n_mels, frames)`` or ``(B, n_mels, frames)`` -> float32 CPU audio ``(frames * hop,)``
     or ``(B, frames * hop)``. The linear magnitude comes from :func:`mel_to_linear`, the phase from
-    ``torchaudio.transforms.GriffinLim`` (fast Griffin-Lim, momentum 0.99, Hann window, the
-    preset's n_fft / hop / win, random initial phase drawn from ``seed``). ``hifigan`` frames are
+    :func:`audiodiff.griffin_lim.fast_griffin_lim` (momentum 0.99, Hann window, the preset's
+    n_fft / hop / win, random initial phase drawn from ``seed``). ``hifigan`` frames are
     centred on ``(i + 1/2) * hop`` (reflect padding of ``(n_fft - hop) / 2``, ``center=False``),
     Griffin-Lim's on ``i * hop``, so its output is shifted by half a hop.
     """
-    import torchaudio
+    from audiodiff.griffin_lim import fast_griffin_lim
 
     mel = torch.as_tensor(mel)
     frames, hop = mel.shape[-1], mel_config.hop_length
     linear = mel_to_linear(mel, mel_config)
     linear = torch.cat([linear, linear[..., -1:]], dim=-1)  # a centred STFT of frames*hop samples has frames+1
-    transform = torchaudio.transforms.GriffinLim(
-        n_fft=mel_config.n_fft, n_iter=n_iter, win_length=mel_config.win_length, hop_length=hop,
-        window_fn=torch.hann_window, power=1.0, length=frames * hop,
+    audio = fast_griffin_lim(
+        linear, n_fft=mel_config.n_fft, hop_length=hop, win_length=mel_config.win_length,
+        n_iter=n_iter, length=frames * hop, generator=torch.Generator().manual_seed(seed),
     )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        audio = transform(linear)
     if mel_config.style == "hifigan":
         audio = torch.nn.functional.pad(audio, (hop // 2, 0))[..., : frames * hop]
     return audio

@@ -10,7 +10,8 @@ A :class:`MelConfig` is a complete description of one convention. Two presets ar
     reflect padding of ``(n_fft - hop) / 2`` on each side, ``center=False``, Hann window,
     magnitude ``sqrt(re^2 + im^2 + 1e-9)``, natural log of ``clamp(x, 1e-5)``.
 ``diffwave``
-    The reference DiffWave preprocessing: torchaudio's HTK filterbank without norm,
+    The reference DiffWave preprocessing: the HTK filterbank without norm (as torchaudio's
+    ``MelSpectrogram`` builds it; here from :func:`librosa.filters.mel`, the same triangles),
     ``center=True``, window-normalised STFT, power 1, then
     ``(20*log10(clamp(x, 1e-5)) - 20 + 100) / 100`` clamped to [0, 1].
 
@@ -110,22 +111,14 @@ def mel_preset(name: str, **overrides: Any) -> MelConfig:
 
 def _filterbank(config: MelConfig) -> Tensor:
     """The mel filterbank as a ``(n_mels, n_fft // 2 + 1)`` float32 tensor."""
-    n_freqs = config.n_fft // 2 + 1
-    if config.style == "hifigan":
-        import librosa
+    import librosa
 
-        basis = librosa.filters.mel(
-            sr=config.sample_rate, n_fft=config.n_fft, n_mels=config.n_mels,
-            fmin=config.f_min, fmax=config.nyquist_f_max, htk=False, norm="slaney",
-        )
-        return torch.from_numpy(basis).float()
-    import torchaudio.functional as AF
-
-    fb = AF.melscale_fbanks(
-        n_freqs=n_freqs, f_min=config.f_min, f_max=config.nyquist_f_max, n_mels=config.n_mels,
-        sample_rate=config.sample_rate, norm=None, mel_scale="htk",
+    htk = config.style == "diffwave"  # diffwave: HTK mel scale, triangles of peak 1 (no norm)
+    basis = librosa.filters.mel(
+        sr=config.sample_rate, n_fft=config.n_fft, n_mels=config.n_mels, fmin=config.f_min,
+        fmax=config.nyquist_f_max, htk=htk, norm=None if htk else "slaney",
     )
-    return fb.T.contiguous().float()
+    return torch.from_numpy(basis).float()
 
 
 class MelSpectrogram(nn.Module):

@@ -108,3 +108,27 @@ def torch_threads():
     threads = torch.get_num_threads()
     yield
     torch.set_num_threads(threads)
+
+
+def torchaudio_or_skip():
+    """torchaudio, when the test environment has it (the dev install does, through diffwave).
+
+    Skips when it is not installed; fails with one line when it is installed but does not load
+    beside this torch (the broken-pair case), instead of a traceback from its extension.
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        installed = version("torchaudio")
+    except PackageNotFoundError:
+        pytest.skip("torchaudio is not installed (audiodiff does not need it; only this cross-check does)")
+    try:
+        import torchaudio.functional  # noqa: F401
+        import torchaudio.transforms  # noqa: F401
+    except (ImportError, OSError) as error:
+        pytest.fail(f"torchaudio {installed} does not load with torch {torch.__version__}; reinstall with "
+                    f"pip install -c requirements/constraints.txt -e '.[dev]' ({type(error).__name__})",
+                    pytrace=False)
+    import torchaudio
+
+    return torchaudio

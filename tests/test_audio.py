@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 
 import numpy as np
@@ -15,6 +16,7 @@ from audiodiff.audio import (
     audio_info,
     load_audio,
     peak_amplitude,
+    resample,
     save_audio,
 )
 
@@ -247,3 +249,36 @@ def test_bad_arguments_are_value_errors(tmp_path):
         load_audio(tmp_path / "a.wav", start_seconds=-1.0)
     with pytest.raises(ValueError):
         load_audio(tmp_path / "a.wav", 0)
+
+
+# ------------------------------------------------------------------ resampling
+@pytest.mark.parametrize("orig_sr, new_sr", [(16000, 22050), (44100, 22050), (22050, 16000), (48000, 22050)])
+def test_resample_gives_the_same_sine_at_the_new_rate(orig_sr, new_sr):
+    freq, seconds = 441.0, 0.5
+    out = resample(torch.from_numpy(sine(freq, orig_sr, seconds)).double(), orig_sr, new_sr)
+    assert out.shape == (math.ceil(orig_sr * seconds * new_sr / orig_sr),) and out.dtype == torch.float64
+    expected = torch.from_numpy(sine(freq, new_sr, seconds)).double()
+    inner = slice(new_sr // 50, -new_sr // 50)  # away from the filter's edges
+    assert float((out[inner] - expected[inner]).abs().max()) < 1e-3
+
+
+def test_resample_keeps_batch_axes_dtype_and_removes_what_the_new_rate_cannot_hold():
+    rng = np.random.default_rng(0)
+    batch = torch.from_numpy(rng.normal(0, 0.1, (2, 3, 4410)).astype(np.float32))
+    out = resample(batch, 44100, 22050)
+    assert out.shape == (2, 3, 2205) and out.dtype == torch.float32
+    torch.testing.assert_close(out[1, 2], resample(batch[1, 2], 44100, 22050))
+    assert resample(batch, 22050, 22050) is batch
+    # a 15 kHz tone is above the 11.025 kHz Nyquist frequency of 22.05 kHz: filtered out, not aliased
+    high = resample(torch.from_numpy(sine(15000.0, 44100, 0.5)), 44100, 22050)
+    assert float(high[500:-500].abs().max()) < 1e-3
+
+
+def test_resample_is_close_to_torchaudio_where_installed():
+    from conftest import torchaudio_or_skip
+
+    functional = torchaudio_or_skip().functional
+    audio = torch.from_numpy(sine(300.0, 16000, 0.5) + sine(2500.0, 16000, 0.5, amp=0.2))
+    ours, theirs = resample(audio, 16000, 22050), functional.resample(audio, 16000, 22050)
+    assert ours.shape == theirs.shape
+    assert float((ours - theirs)[200:-200].abs().max()) < 2e-3

@@ -1,7 +1,9 @@
 """Mel presets against independent implementations of each convention, on real speech.
 
 The references below are written from the conventions' own code (HiFi-GAN's ``meldataset.py``
-and DiffWave's ``preprocess.py``), not from :mod:`audiodiff.mel`.
+and DiffWave's ``preprocess.py``, the latter down to its filterbank formula), not from
+:mod:`audiodiff.mel`; where torchaudio is installed, the diffwave preset is also checked against
+torchaudio's own transform.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import soundfile as sf
 import torch
 
 from audiodiff.mel import MelSpectrogram, describe_range_mismatch, mel_preset
+from conftest import torchaudio_or_skip
 
 DATA = Path(__file__).parent / "data"
 SPEECH_22K = DATA / "speech-cs-22k.ogg"
@@ -55,17 +58,27 @@ def hifigan_reference(y: torch.Tensor, sr: int, n_fft=1024, n_mels=80, hop=256, 
 
 
 def diffwave_reference(audio: torch.Tensor, sr: int = 22050, hop: int = 256) -> torch.Tensor:
-    """DiffWave ``preprocess.transform`` (PyPI diffwave 0.1.7), written out."""
-    import torchaudio.transforms as TT
+    """DiffWave ``preprocess.transform`` (PyPI diffwave 0.1.7), written out in numpy.
 
-    transform = TT.MelSpectrogram(
-        sample_rate=sr, win_length=hop * 4, hop_length=hop, n_fft=1024, f_min=20.0,
-        f_max=sr / 2.0, n_mels=80, power=1.0, normalized=True,
-    )
-    with torch.no_grad():
-        spectrogram = transform(audio)
-        spectrogram = 20 * torch.log10(torch.clamp(spectrogram, min=1e-5)) - 20
-        return torch.clamp((spectrogram + 100) / 100, 0.0, 1.0)
+    torchaudio's ``MelSpectrogram(f_min=20, f_max=sr/2, n_mels=80, power=1, normalized=True)``:
+    a centred, reflect-padded Hann STFT divided by the window's L2 norm, and HTK triangles of peak
+    1 between mel points spaced evenly on ``2595 log10(1 + f / 700)`` (written here from that
+    formula, not from librosa or torchaudio).
+    """
+    n_fft, n_mels, f_min, f_max = 1024, 80, 20.0, sr / 2.0
+    window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_fft) / n_fft)  # periodic Hann
+    x = np.pad(audio.double().numpy(), n_fft // 2, mode="reflect")
+    frames = 1 + (len(x) - n_fft) // hop
+    spectrum = np.stack([np.fft.rfft(window * x[i * hop: i * hop + n_fft]) for i in range(frames)], axis=1)
+    magnitude = np.abs(spectrum) / np.sqrt((window ** 2).sum())
+    mel = lambda f: 2595.0 * np.log10(1.0 + f / 700.0)  # noqa: E731
+    points = 700.0 * (10 ** (np.linspace(mel(f_min), mel(f_max), n_mels + 2) / 2595.0) - 1.0)
+    freqs = np.linspace(0, sr // 2, n_fft // 2 + 1)
+    rising = (freqs[None, :] - points[:-2, None]) / (points[1:-1] - points[:-2])[:, None]
+    falling = (points[2:, None] - freqs[None, :]) / (points[2:] - points[1:-1])[:, None]
+    filterbank = np.maximum(0.0, np.minimum(rising, falling))
+    db = 20 * np.log10(np.maximum(filterbank @ magnitude, 1e-5)) - 20
+    return torch.from_numpy(np.clip((db + 100) / 100, 0.0, 1.0)).float()
 
 
 # -------------------------------------------------------------- golden tests
@@ -88,6 +101,21 @@ def test_diffwave_matches_reference_on_real_speech(speech22):
     assert ref.shape[-1] == frames + 1  # center=True gives one extra, trailing frame
     assert 0.3 < float(ours.mean()) < 0.9  # real speech, not all floor or all ceiling
     torch.testing.assert_close(ours, ref[None, :, :frames], atol=1e-4, rtol=0)
+
+
+def test_diffwave_matches_torchaudio_on_real_speech(speech22):
+    """The reference's own transform (torchaudio), where the test environment has torchaudio."""
+    torchaudio = torchaudio_or_skip()
+    transform = torchaudio.transforms.MelSpectrogram(
+        sample_rate=22050, win_length=1024, hop_length=256, n_fft=1024, f_min=20.0,
+        f_max=22050 / 2.0, n_mels=80, power=1.0, normalized=True,
+    )
+    with torch.no_grad():
+        db = 20 * torch.log10(torch.clamp(transform(speech22), min=1e-5)) - 20
+        reference = torch.clamp((db + 100) / 100, 0.0, 1.0)
+    frames = speech22.shape[-1] // 256
+    ours = MelSpectrogram(mel_preset("diffwave"))(speech22)
+    torch.testing.assert_close(ours, reference[None, :, :frames], atol=1e-4, rtol=0)
 
 
 def test_hifigan_override_16k_matches_reference(speech16):
