@@ -605,6 +605,13 @@ class AudioDataModule(pl.LightningDataModule):
         balance_classes: Draw training crops so that every class comes up equally often (each
             file with probability 1 / (classes x files in its class)), instead of every file
             equally often. For labelled data whose classes differ much in size.
+        resident: Decode the training files once at setup and keep them in memory; crops are
+            then cut on the model's device (the GPU) from positions drawn as for ``resident:
+            false``: the same crops, without loader workers or disk reads per step (see
+            :mod:`audiodiff.resident`). Needs the training audio to fit in device memory
+            (70 minutes at 22.05 kHz: 370 MB in float32). Validation clips are read as before.
+        resident_dtype: ``float32`` or ``float16`` (half the memory, rounding error about 3e-4
+            of each sample's magnitude) for the resident audio.
     """
 
     def __init__(
@@ -625,6 +632,8 @@ class AudioDataModule(pl.LightningDataModule):
         seed: int = 1234,
         labels: str | None = None,
         balance_classes: bool = False,
+        resident: bool = False,
+        resident_dtype: str = "float32",
     ) -> None:
         super().__init__()
         if (root is None) == (filelist is None):
@@ -642,6 +651,8 @@ class AudioDataModule(pl.LightningDataModule):
                                 crop_frames=crop_frames, batch_size=batch_size).items():
             if value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value}")
+        if resident_dtype not in ("float32", "float16"):
+            raise ValueError(f"resident_dtype must be float32 or float16, got {resident_dtype!r}")
         if num_workers < 0 or val_files < 0:
             raise ValueError("num_workers and val_files must be >= 0")
         self.save_hyperparameters(ignore=["sample_rate", "hop_length"])  # linked from the model
@@ -661,6 +672,9 @@ class AudioDataModule(pl.LightningDataModule):
         self.seed = seed
         self.labels = labels
         self.balance_classes = balance_classes
+        self.resident = resident
+        self.resident_dtype = resident_dtype
+        self.resident_audio: Any = None  # audiodiff.resident.ResidentAudio when resident
         self._listing: tuple[list[Path], Path, dict[Path, str] | None] | None = None
         self.scan_result: ScanResult | None = None
         self.train_set: CropDataset | None = None
@@ -779,8 +793,32 @@ class AudioDataModule(pl.LightningDataModule):
         train, val = split_validation(usable, self.val_files)
         if len(usable) == 1 and val and self._is_global_zero():
             log.warning("only one usable file (%s): validating on the training file", usable[0].path)
-        self.train_set = CropDataset(train, self.sample_rate, self.hop_length, self.crop_frames, self.seed)
+        if self.resident:
+            self.train_set = self._resident_positions(train)
+        else:
+            self.train_set = CropDataset(train, self.sample_rate, self.hop_length, self.crop_frames, self.seed)
         self.val_set = ClipDataset(val, self.sample_rate, self.hop_length, self.val_seconds) if val else None
+
+    def _resident_positions(self, train: Sequence[AudioFile]) -> CropDataset:
+        """Decode ``train`` into memory (:class:`~audiodiff.resident.ResidentAudio`); its crop positions."""
+        from .resident import RESIDENT_DTYPES, CropPositions, ResidentAudio
+
+        self.resident_audio = ResidentAudio(train, self.sample_rate, self.crop_samples,
+                                            RESIDENT_DTYPES[self.resident_dtype])
+        if self._is_global_zero():
+            audio = self.resident_audio
+            print(f"resident training audio: {len(audio.files)} files, {audio.seconds / 60:.1f} min, "
+                  f"{audio.nbytes / 2**20:.0f} MB ({self.resident_dtype}), cropped on the model's device", flush=True)
+        return CropPositions(self.resident_audio.files, self.sample_rate, self.hop_length, self.crop_frames, self.seed)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """With ``resident``, a training batch of crop positions becomes ``{"audio": (B, crop)}``
+        (plus ``"label"``), cut on the device the batch was moved to."""
+        from .resident import crops_from_positions, is_position_batch
+
+        if self.resident_audio is not None and is_position_batch(batch):
+            return crops_from_positions(batch, self.resident_audio, self.crop_samples)
+        return batch
 
     def _loader(self, dataset: Dataset, **kwargs: Any) -> DataLoader:
         return DataLoader(dataset, num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
@@ -790,6 +828,9 @@ class AudioDataModule(pl.LightningDataModule):
         if self.train_set is None:
             raise RuntimeError("call setup() before train_dataloader()")
         sampler = CropSampler(len(self.train_set), self.seed, self.crops_per_epoch, self._file_weights())
+        if self.resident:  # positions only: drawn in the main process, no workers to feed
+            return DataLoader(self.train_set, batch_size=self.batch_size, sampler=sampler, num_workers=0,
+                              drop_last=len(sampler) >= self.batch_size)
         return self._loader(self.train_set, batch_size=self.batch_size, sampler=sampler,
                             drop_last=len(sampler) >= self.batch_size)
 

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -160,6 +161,8 @@ def measure(step: Callable[[], Any], device: str, steps: int, warmup: int) -> di
 
 
 def worker(spec: dict[str, Any]) -> dict[str, Any]:
+    if spec.get("pipeline"):
+        return pipeline_worker(spec)
     if spec.get("threads"):
         torch.set_num_threads(int(spec["threads"]))
     device = spec["device"]
@@ -220,6 +223,198 @@ def check(checkpoint: Path, work: Path, batch: int = 2, frames: int = 4) -> dict
     return result
 
 
+# ------------------------------------------------------------------ pipeline
+# ``--pipeline``: whole training steps through Lightning, data loading included, today's recipe
+# against the resident data path and its variants, each in a fresh process.
+PIPELINE_DEFAULTS = {
+    # (CPU: the tiny-cpu recipe's batch and crop; the resident path against the disk path)
+    "cpu": dict(size="tiny", batch=4, frames=16, steps=12, warmup=3,
+                variants=["disk:b4:fp32:w0", "resident:b4:fp32", "disk:b4:fp32:w0", "resident:b4:fp32"]),
+    "cuda": dict(size="base", batch=16, frames=62, steps=40, warmup=10,
+                 variants=["disk:b16:bf16:w4", "resident:b16:bf16", "resident:b64:bf16", "resident:b128:bf16",
+                           "resident:b128:bf16:cudnn", "resident:b64:bf16:compile:cudnn",
+                           "resident:b128:bf16:compile:cudnn", "disk:b16:bf16:w4"]),
+}
+PIPELINE_WINDOWS = 5  # the timed steps are split into this many windows; the rate is their median
+
+
+def parse_variant(text: str, default_batch: int) -> dict[str, Any]:
+    """``disk|resident[:bN][:fp32|bf16][:compile][:cudnn][:wN]`` -> its settings (``wN``: loader
+    workers; ``cudnn``: ``Trainer(benchmark=True)``, cuDNN picks its fastest convolution algorithms)."""
+    parts = text.split(":")
+    if parts[0] not in ("disk", "resident"):
+        raise ValueError(f"variant {text!r}: starts with disk or resident")
+    spec = {"name": text, "data": parts[0], "batch": default_batch, "precision": "fp32", "compile": False,
+            "cudnn": False, "workers": 4 if parts[0] == "disk" else 0}
+    for part in parts[1:]:
+        if part in ("fp32", "bf16"):
+            spec["precision"] = part
+        elif part in ("compile", "cudnn"):
+            spec[part] = True
+        elif part[:1] in "bw" and part[1:].isdigit():
+            spec["batch" if part[0] == "b" else "workers"] = int(part[1:])
+        else:
+            raise ValueError(f"variant {text!r}: unknown part {part!r}")
+    return spec
+
+
+def synthetic_data(folder: Path, files: int = 48, seconds: float = 4.0) -> Path:
+    """``files`` speech-like Ogg Vorbis files (the shared speech's format) at 22.05 kHz."""
+    import soundfile as sf
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(files):
+        length = seconds * (0.5 + rng.random())
+        t = np.arange(int(length * SAMPLE_RATE)) / SAMPLE_RATE
+        f0 = 110 + 60 * rng.random() + 30 * np.sin(2 * np.pi * (1 + rng.random()) * t)
+        phase = 2 * np.pi * np.cumsum(f0) / SAMPLE_RATE
+        voiced = sum(np.sin(k * phase) / k for k in range(1, 10))
+        audio = 0.2 * (0.5 + 0.5 * np.sin(2 * np.pi * 3 * t)) * voiced + rng.normal(0, 0.02, t.shape)
+        sf.write(folder / f"utt{i:03d}.ogg", audio.astype(np.float32), SAMPLE_RATE, format="OGG", subtype="VORBIS")
+    return folder
+
+
+def pipeline_worker(spec: dict[str, Any]) -> dict[str, Any]:
+    """Fit ``warmup + steps`` steps of one variant; the rate of each window of the timed steps."""
+    import logging
+
+    import pytorch_lightning as pl
+
+    from audiodiff.callbacks import EMA
+    from audiodiff.data import AudioDataModule
+    from audiodiff.training import DiffusionModule
+
+    logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore")
+    if spec.get("threads"):
+        torch.set_num_threads(int(spec["threads"]))
+    device, warmup, steps = spec["device"], spec["warmup"], spec["steps"]
+    window = max(1, steps // PIPELINE_WINDOWS)
+    marks: list[tuple[int, float]] = []
+    started = time.perf_counter()
+
+    class Clock(pl.Callback):
+        def on_train_start(self, trainer, pl_module):
+            self.setup_s = time.perf_counter() - started
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            done = trainer.global_step - warmup
+            if done >= 0 and done % window == 0:
+                synchronize(device)
+                marks.append((trainer.global_step, time.perf_counter()))
+
+    pl.seed_everything(0, verbose=False)
+    data = AudioDataModule(root=spec["data_root"], sample_rate=SAMPLE_RATE, hop_length=HOP, crop_frames=spec["frames"],
+                           batch_size=spec["batch"], num_workers=spec["workers"], val_files=8,
+                           cache_dir=spec["cache_dir"], resident=spec["data"] == "resident")
+    result = {"data_ms": data_only_ms(data, device)}
+    model = DiffusionModule(size=spec["size"], compile=spec["compile"])
+    clock = Clock()
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats(device)
+    trainer = pl.Trainer(
+        accelerator="gpu" if device.startswith("cuda") else "cpu", devices=1,
+        precision="bf16-mixed" if spec["precision"] == "bf16" else "32-true",
+        max_steps=warmup + window * PIPELINE_WINDOWS, gradient_clip_val=1.0, log_every_n_steps=50,
+        limit_val_batches=0, logger=pl.loggers.CSVLogger(spec["log_dir"]), enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, callbacks=[EMA(decay=0.9999), clock],
+        benchmark=spec.get("cudnn") or None,
+    )
+    trainer.fit(model, datamodule=data)
+    rates = [(b[0] - a[0]) / (b[1] - a[1]) for a, b in zip(marks, marks[1:])]
+    result |= {"steps_per_s_windows": rates, "steps_per_s": statistics.median(rates), "setup_s": clock.setup_s,
+              "timed_steps": marks[-1][0] - marks[0][0], "warmup_steps": warmup}
+    result["peak_mb"] = torch.cuda.max_memory_allocated(device) / 2**20 if device.startswith("cuda") else None
+    if data.resident_audio is not None:
+        result["resident_mb"] = data.resident_audio.nbytes / 2**20
+    return result
+
+
+def data_only_ms(data, device: str, batches: int = 12) -> float:
+    """Median milliseconds per training batch of the data alone: loader, copy to ``device`` and the
+    data module's ``on_after_batch_transfer`` (the resident path's crops), after 2 batches."""
+    data.setup("fit")
+    times = []
+    iterator = iter(data.train_dataloader())
+    for _ in range(batches):
+        start = time.perf_counter()
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            iterator = iter(data.train_dataloader())
+            batch = next(iterator)
+        batch = data.on_after_batch_transfer({k: v.to(device) for k, v in batch.items()}, 0)
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    del iterator
+    return 1e3 * statistics.median(times[2:])
+
+
+def pipeline(args: argparse.Namespace) -> dict[str, Any]:
+    device = args.device
+    kind = "cuda" if device.startswith("cuda") else "cpu"
+    defaults = PIPELINE_DEFAULTS[kind]
+    size = args.size or defaults["size"]
+    frames = args.frames if args.frames_given else defaults["frames"]
+    batch = args.batch if args.batch_given else defaults["batch"]
+    steps = args.steps or defaults["steps"]
+    warmup = args.warmup if args.warmup is not None else defaults["warmup"]
+    variants = [parse_variant(v, batch) for v in (args.variants or defaults["variants"])]
+    info = machine_info(device)
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="train-pipeline-") as tmp:
+        work = Path(tmp)
+        root = Path(args.data) if args.data else synthetic_data(work / "data")
+        for variant in variants:
+            spec = {**variant, "device": device, "size": size, "frames": frames, "steps": steps, "warmup": warmup,
+                    "threads": torch.get_num_threads(), "data_root": str(root.absolute()),
+                    "cache_dir": str(work / "cache"), "log_dir": str(work / "logs"), "pipeline": True}
+            row = {k: v for k, v in variant.items()}
+            row.update(size=size, frames=frames, device=device)
+            try:
+                result = run_worker(__file__, spec, timeout=args.variant_timeout)
+            except (RuntimeError, subprocess.TimeoutExpired) as err:
+                row.update(error=str(err).strip().splitlines()[-1][:300])
+                print(f"  {variant['name']}: failed: {row['error']}", file=sys.stderr, flush=True)
+                rows.append(row)
+                continue
+            row.update(result)
+            row["audio_seconds"] = variant["batch"] * frames * HOP / SAMPLE_RATE
+            row["audio_s_per_s"] = row["audio_seconds"] * row["steps_per_s"]
+            rows.append(row)
+            print(f"  {variant['name']}: {row['audio_s_per_s']:.4g} audio s/s", file=sys.stderr, flush=True)
+            if args.json:  # what is measured so far survives a run cut short
+                write_json(args.json, {"benchmark": "train_throughput_pipeline", "partial": True, "rows": rows})
+    baseline = rows[0] if rows and "audio_s_per_s" in rows[0] else None
+    for row in rows:
+        row["ratio"] = row["audio_s_per_s"] / baseline["audio_s_per_s"] if baseline and "audio_s_per_s" in row else None
+    settings = {"pipeline": True, "device": device, "size": size, "frames": frames, "steps": steps, "warmup": warmup,
+                "threads": torch.get_num_threads(), "data": "given" if args.data else "synthetic (48 Ogg files)"}
+    return {"benchmark": "train_throughput_pipeline", "machine": info, "settings": settings, "rows": rows}
+
+
+def format_pipeline(report: dict[str, Any]) -> str:
+    s = report["settings"]
+    headers = ["variant", "data", "batch", "precision", "options", "workers", "data ms/batch", "steps/s",
+               "audio s/s", "vs first", "setup s", "peak MB"]
+    table = []
+    for r in report["rows"]:
+        options = "+".join(o for o in ("compile", "cudnn") if r.get(o)) or "-"
+        head = [r["name"], r["data"], r["batch"], r["precision"], options, r["workers"]]
+        if "error" in r:
+            table.append(head + ["failed", "-", "-", "-", "-", "-"])
+            continue
+        table.append(head + [fmt(r["data_ms"]), fmt(r["steps_per_s"]), fmt(r["audio_s_per_s"]), fmt(r["ratio"]), fmt(r["setup_s"]),
+                             fmt(r["peak_mb"])])
+    lines = machine_lines(report["machine"])
+    lines.append(f"Lightning fit of {s['size']}, crops of {s['frames']} frames x {HOP}, data loading, EMA, clipping "
+                 f"and logging included; rate = median over {PIPELINE_WINDOWS} windows of {s['steps']} steps after "
+                 f"{s['warmup']} warm-up; data: {s['data']}; data ms/batch: the data alone (loader, copy, crops)")
+    lines += ["", markdown_table(headers, table)]
+    return "\n".join(lines)
+
+
 # ------------------------------------------------------------------- driver
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = parser_from_doc(__doc__)
@@ -236,7 +431,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--isolate", choices=["auto", "yes", "no"], default="auto",
                         help="one fresh process per row (auto: on the CPU only, for its memory peak)")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--pipeline", action="store_true",
+                        help="time whole Lightning training steps, data loading included: today's recipe vs "
+                             "the resident data path and its variants (see --variants)")
+    parser.add_argument("--variants", nargs="+", default=None,
+                        help="with --pipeline: disk|resident[:bN][:fp32|bf16][:compile][:cudnn][:wN] each; the first is "
+                             "the baseline (default: CPU 'disk:b4:fp32:w0 resident:b4:fp32' twice; CUDA "
+                             "today's recipe 'disk:b16:bf16:w4', then resident at batch 16/64/128, bf16, with "
+                             "and without compile)")
+    parser.add_argument("--data", default=None, help="with --pipeline: a folder of audio (default: 48 synthetic "
+                        "speech-like Ogg files)")
+    parser.add_argument("--variant-timeout", type=float, default=600, help="with --pipeline: seconds per variant")
     args = parser.parse_args(argv)
+    args.batch_given = args.batch != parser.get_default("batch")
+    args.frames_given = args.frames != parser.get_default("frames")
+    if args.pipeline:
+        if args.device.startswith("cuda") and not torch.cuda.is_available():
+            parser.error(f"--device {args.device}: CUDA is not available")
+        return args
     apply_device_defaults(parser, args, DEFAULTS)
     if args.batch < 1 or args.frames < 1 or args.steps < 1 or args.warmup < 0:
         parser.error("--batch, --frames and --steps must be positive, --warmup not negative")
@@ -247,6 +459,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.pipeline:
+        report = pipeline(args)
+        print(format_pipeline(report))
+        if args.json:
+            write_json(args.json, report)
+            print(f"wrote {args.json}")
+        return report
     device, isolate = args.device, use_isolation(args.isolate, args.device)
     info = machine_info(device)
     samples = args.frames * HOP
@@ -277,7 +496,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for row in rows:
         row["ratio"] = row["audio_s_per_s"] / reference["audio_s_per_s"] if reference and row is not reference else None
     report = {"benchmark": "train_throughput", "machine": info, "isolated": isolate,
-              "settings": {k: v for k, v in vars(args).items() if k != "json"},  # no local paths in results
+              "settings": {k: v for k, v in vars(args).items() if k not in ("json", "data")},  # no local paths in results
               "check": checked, "rows": rows}
     print(format_report(report))
     if args.json:

@@ -31,13 +31,16 @@ def epsilon_loss(
 
     ``audio`` is clean ``(B, T)``; ``alpha_bars`` ``(T_train,)`` float; ``steps`` ``(B,)`` integer
     training steps (uniform at random when omitted). ``kind`` is ``l1`` (DiffWave's choice) or ``l2``.
+    Without a ``generator``, steps and noise are drawn on ``audio``'s device (no host work or
+    copy per step on a GPU; on the CPU the same numbers as before); with one, on its device.
     Returns a scalar.
     """
     batch = audio.shape[0]
+    device = generator.device if generator is not None else audio.device
     if steps is None:
-        steps = torch.randint(0, alpha_bars.shape[0], (batch,), generator=generator).to(audio.device)
+        steps = torch.randint(0, alpha_bars.shape[0], (batch,), generator=generator, device=device).to(audio.device)
     if noise is None:
-        noise = torch.randn(audio.shape, generator=generator).to(audio.device, audio.dtype)
+        noise = torch.randn(audio.shape, generator=generator, device=device).to(audio.device, audio.dtype)
     x_t = noisy_sample(audio, noise, alpha_bars.to(audio.device)[steps])
     predicted = denoise(x_t, steps)
     if kind == "l1":
