@@ -231,7 +231,9 @@ class DiffusionModule(pl.LightningModule):
         # to the host (a GPU sync per parameter, ~200 per step for the base network)
         grads = [p.grad for p in self.model.network.parameters() if p.grad is not None]
         if grads:
-            self.log("train/grad_norm", torch.nn.utils.get_total_norm(grads, 2.0))
+            # (torch.nn.utils.get_total_norm would do this, but only from torch 2.6; we admit 2.4)
+            norms = torch.stack([torch.linalg.vector_norm(g.detach(), 2.0) for g in grads])
+            self.log("train/grad_norm", torch.linalg.vector_norm(norms, 2.0))
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         audio = batch["audio"]
