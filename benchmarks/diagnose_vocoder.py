@@ -58,8 +58,9 @@ LOG_FLOOR = math.log(1e-5)  # the hifigan preset's clamp
 
 
 # ------------------------------------------------------------------ held-out audio
-def load_clips(model, data: Path, max_files: int | None) -> list[tuple[str, torch.Tensor]]:
-    """``(name, audio (T,))`` at the model's rate, trimmed to whole frames, in name order."""
+def load_clips(model, data: Path, max_files: int | None, seconds: float | None = None) -> list[tuple[str, torch.Tensor]]:
+    """``(name, audio (T,))`` at the model's rate, its first ``seconds`` (all when ``None``), trimmed to
+    whole frames, in name order."""
     from audiodiff.audio import load_audio
     from audiodiff.evaluation import list_audio_files
 
@@ -67,6 +68,8 @@ def load_clips(model, data: Path, max_files: int | None) -> list[tuple[str, torc
     for name, path in sorted(list_audio_files(data).items())[:max_files]:
         audio, _ = load_audio(path, model.sample_rate)
         audio = audio.reshape(-1).float()
+        if seconds is not None:
+            audio = audio[: int(seconds * model.sample_rate)]
         frames = audio.numel() // model.hop_length
         clips.append((name, audio[: frames * model.hop_length]))
     if not clips:
@@ -352,6 +355,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--metrics", nargs="+", default=list(DEFAULT_METRICS),
                         help="metric groups of audiodiff.evaluation (default: mel mrstft f0 pesq)")
     parser.add_argument("--max-files", type=int, default=None, help="use only the first N held-out files")
+    parser.add_argument("--seconds", type=float, default=None, help="use only the first S seconds of each file")
     parser.add_argument("--mel-stats-data", default=None, help="folder for the mel statistics (e.g. the training set)")
     parser.add_argument("--mel-stats-files", type=int, default=200, help="files of it to read (0: all; default 200)")
     parser.add_argument("--conditioner-step", type=int, default=None, help="level of the conditioner check "
@@ -377,14 +381,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if bad:
         parser.error(f"--levels {bad} outside the model's training steps 0..{model.schedule.num_steps - 1}")
     levels = sorted(set(args.levels))
-    clips = load_clips(model, Path(args.data), args.max_files)
+    clips = load_clips(model, Path(args.data), args.max_files, args.seconds)
     if args.engine == "folded":
         model.fold_denoiser()
     started = time.process_time()
     result: dict[str, Any] = {
         "machine": machine_info("cpu"), "model": Path(args.model).name, "training_step": model.config.training_step,
         "data": Path(args.data).name, "files": len(clips), "file_names": [n for n, _ in clips],
-        "audio_seconds": sum(a.numel() for _, a in clips) / model.sample_rate, "seed": args.seed,
+        "audio_seconds": sum(a.numel() for _, a in clips) / model.sample_rate, "seconds_per_file": args.seconds,
+        "seed": args.seed,
         "engine": args.engine, "metrics": list(args.metrics), "levels": levels,
     }
     print(f"one-step x0 at {len(levels)} levels on {len(clips)} files", flush=True)
