@@ -85,7 +85,7 @@ def one_step(model, clips, levels: list[int], seed: int, metrics) -> dict[str, A
 
     schedule = model.schedule
     rows = {t: {"step": t, "sigma": float(schedule.sigmas[t]), "alpha_bar": float(schedule.alpha_bars[t]),
-                "network": [], "naive": [], "eps_l1": [], "eps_l1_flat_mel": [], "flat_mel_l1": [],
+                "network": [], "naive": [], "eps_l1_files": [], "eps_l1_flat_mel_files": [], "flat_mel_l1_files": [],
                 "sq": {"x0": 0.0, "network": 0.0, "naive": 0.0, "flat_mel": 0.0}}
             for t in levels}
     preset = model.config.mel.preset
@@ -103,9 +103,9 @@ def one_step(model, clips, levels: list[int], seed: int, metrics) -> dict[str, A
             estimates = {"network": (x_t - sigma * eps_hat) / math.sqrt(abar), "naive": x_t / math.sqrt(abar)}
             eps_flat = model.eps_fn(flat)(x_t, sigma).float()
             x0_flat = (x_t - sigma * eps_flat) / math.sqrt(abar)
-            row["eps_l1"].append(float((eps_hat - eps).abs().mean()))
-            row["eps_l1_flat_mel"].append(float((eps_flat - eps).abs().mean()))
-            row["flat_mel_l1"].append(score_pair(x0.numpy(), x0_flat[0].numpy(), model.sample_rate, mel_preset=preset,
+            row["eps_l1_files"].append(float((eps_hat - eps).abs().mean()))
+            row["eps_l1_flat_mel_files"].append(float((eps_flat - eps).abs().mean()))
+            row["flat_mel_l1_files"].append(score_pair(x0.numpy(), x0_flat[0].numpy(), model.sample_rate, mel_preset=preset,
                                                  metrics=["mel"]).mel_l1)
             row["sq"]["x0"] += float(x0.double().pow(2).sum())
             row["sq"]["flat_mel"] += float((x0_flat[0].double() - x0.double()).pow(2).sum())
@@ -115,17 +115,49 @@ def one_step(model, clips, levels: list[int], seed: int, metrics) -> dict[str, A
                                    metrics=metrics)
                 row[kind].append(_file_scores(name, score, metrics))
         print(f"  {name}: {len(levels)} levels scored", flush=True)
-    out = []
-    for t in levels:
-        row = rows[t]
-        sq = row.pop("sq")
-        row["snr_db"] = {kind: 10 * math.log10(sq["x0"] / max(sq[kind], 1e-30)) for kind in ("network", "naive", "flat_mel")}
-        for key in ("eps_l1", "eps_l1_flat_mel", "flat_mel_l1"):
-            values = [v for v in row[key] if v is not None]
-            row[key] = float(np.mean(values)) if values else None
-        row["means"] = {kind: _means(row[kind]) for kind in ("network", "naive")}
-        out.append(row)
-    return {"rows": out}
+    return {"rows": [summarise_row(rows[t]) for t in levels]}
+
+
+def summarise_row(row: dict[str, Any]) -> dict[str, Any]:
+    """Fill a level's means from its per-file lists (kept, so runs over parts of a folder can merge)."""
+    sq = row["sq"]
+    row["snr_db"] = {kind: 10 * math.log10(sq["x0"] / max(sq[kind], 1e-30)) for kind in ("network", "naive", "flat_mel")}
+    for key in ("eps_l1", "eps_l1_flat_mel", "flat_mel_l1"):
+        values = [v for v in row[f"{key}_files"] if v is not None]
+        row[key] = float(np.mean(values)) if values else None
+    row["means"] = {kind: _means(row[kind]) for kind in ("network", "naive")}
+    return row
+
+
+def merge(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """One result from runs of this script over disjoint parts of a folder (same model, levels and
+    metrics; give each part the ``--seed`` of its first file's index so the noise matches one run)."""
+    first = results[0]
+    for other in results[1:]:
+        if (other["model"], other["levels"], other["metrics"]) != (first["model"], first["levels"], first["metrics"]):
+            raise SystemExit("--merge: the runs differ in model, levels or metrics")
+    merged = {**first, "files": sum(r["files"] for r in results), "file_names": sum((r["file_names"] for r in results), []),
+              "audio_seconds": sum(r["audio_seconds"] for r in results), "merged_from": len(results),
+              "cpu_seconds": sum(r["cpu_seconds"] for r in results)}
+    rows = []
+    for i, row in enumerate(first["one_step"]["rows"]):
+        parts = [r["one_step"]["rows"][i] for r in results]
+        new = {key: row[key] for key in ("step", "sigma", "alpha_bar")}
+        for key in ("network", "naive", "eps_l1_files", "eps_l1_flat_mel_files", "flat_mel_l1_files"):
+            new[key] = sum((p[key] for p in parts), [])
+        new["sq"] = {kind: sum(p["sq"][kind] for p in parts) for kind in row["sq"]}
+        rows.append(summarise_row(new))
+    merged["one_step"] = {"rows": rows}
+    gls = [r["griffin_lim_one_step"] for r in results if "griffin_lim_one_step" in r]
+    if gls:
+        files = {kind: sum((g["files"][kind] for g in gls), []) for kind in gls[0]["files"]}
+        merged["griffin_lim_one_step"] = {**gls[0], "files": files,
+                                          "means": {kind: _means(f) for kind, f in files.items()}}
+    for key in ("mel_stats", "mel_stats_data"):
+        found = [r[key] for r in results if key in r]
+        if found:
+            merged[key] = found[0]
+    return merged
 
 
 @torch.inference_mode()
@@ -346,8 +378,8 @@ def print_report(result: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True, help="a vocoder: .safetensors, .ckpt or a shipped model's name")
-    parser.add_argument("--data", required=True, help="held-out audio folder")
+    parser.add_argument("--model", required=False, help="a vocoder: .safetensors, .ckpt or a shipped model's name")
+    parser.add_argument("--data", required=False, help="held-out audio folder")
     parser.add_argument("--levels", nargs="+", type=int, default=list(DEFAULT_LEVELS),
                         help="training steps (0 = least noise) to score; default a spread of 12 over T=50")
     parser.add_argument("--griffin-lim-levels", nargs="*", type=int, default=list(DEFAULT_GRIFFIN_LIM_LEVELS),
@@ -365,7 +397,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     parser.add_argument("--json", default=None)
+    parser.add_argument("--merge", nargs="+", default=None, metavar="JSON",
+                        help="instead of measuring, merge the JSONs of runs over disjoint parts of a folder")
     args = parser.parse_args(argv)
+    if args.merge:
+        import json
+
+        result = merge([json.loads(Path(path).read_text()) for path in args.merge])
+        print_report(result)
+        if args.json:
+            sys.path.insert(0, str(Path(__file__).resolve().parent))
+            from _common import write_json
+
+            print(f"wrote {write_json(args.json, result)}")
+        return result
+    if not (args.model and args.data):
+        parser.error("--model and --data are required (unless --merge)")
     if args.threads:
         torch.set_num_threads(args.threads)
 

@@ -307,5 +307,9 @@ def test_diagnose_vocoder_scores_one_step_x0_against_the_naive_estimate_at_each_
     assert set(cases) == {"trained, raw mel", "fresh init, raw mel", "fresh init, mel in [0,1]"}
     assert cases["fresh init, mel in [0,1]"]["mel_mean"] == pytest.approx(
         (cases["fresh init, raw mel"]["mel_mean"] - math.log(1e-5)) / (2 - math.log(1e-5)), rel=1e-5)
+    merged = diagnose.merge([result, result])  # two runs over parts of a folder: the files add up, means stay
+    assert merged["files"] == 2 and merged["one_step"]["rows"][1]["snr_db"] == pytest.approx(rows[1]["snr_db"])
+    assert merged["one_step"]["rows"][0]["means"]["network"] == pytest.approx(rows[0]["means"]["network"])
+    assert len(merged["one_step"]["rows"][0]["network"]) == 2
     assert len(cases["trained, raw mel"]["blocks"]) == 12  # one entry per residual block of `tiny`
     assert 0 <= cases["trained, raw mel"]["mean_over_blocks"]["saturated"] <= 1
