@@ -137,7 +137,8 @@ def merge(results: list[dict[str, Any]]) -> dict[str, Any]:
         if (other["model"], other["levels"], other["metrics"]) != (first["model"], first["levels"], first["metrics"]):
             raise SystemExit("--merge: the runs differ in model, levels or metrics")
     merged = {**first, "files": sum(r["files"] for r in results), "file_names": sum((r["file_names"] for r in results), []),
-              "audio_seconds": sum(r["audio_seconds"] for r in results), "merged_from": len(results),
+              "audio_seconds": sum(r["audio_seconds"] for r in results), "merged_from": [r["data"] for r in results],
+              "data": " + ".join(r["data"] for r in results),
               "cpu_seconds": sum(r["cpu_seconds"] for r in results)}
     rows = []
     for i, row in enumerate(first["one_step"]["rows"]):
