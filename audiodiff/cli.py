@@ -246,9 +246,14 @@ def _eval_folders(args: argparse.Namespace) -> int:
 
 
 def _eval_model(args: argparse.Namespace) -> int:
+    import torch
+
     from audiodiff.evaluation import resynthesise_folder, write_json
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     model = _load_model(args.model, _resolve_device(args.device))
+    _set_up_engine(model, args)
     if not model.network.conditional:
         raise CommandError(f"{args.model}: only a vocoder (mel-conditioned model) can resynthesise --data", EXIT_USAGE)
     n_steps = _choose_sampler(args, model)
@@ -653,8 +658,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--judges", nargs="+", choices=["distillmos", "dnsmos", "visqol"],
                    help="optional learned judges, when their packages are installed")
     p.add_argument("--align", action="store_true", help="compensate a measured delay before scoring")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     p.add_argument("--quiet", "-q", action="store_true")
     _add_sampling_args(p)
+    p.add_argument("--engine", default="auto", choices=["auto", *ENGINES],
+                   help="how the network runs for --model (as in 'audiodiff vocode'): auto = folded on a CPU, "
+                        "eager elsewhere; the network runs in fp32")
     p.set_defaults(func=cmd_eval)
 
     p = add("search-schedule", help="search an N-step noise schedule on held-out audio and store it in the model",

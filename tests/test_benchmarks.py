@@ -265,3 +265,51 @@ def test_kernel_registers_compiles_each_kernel_of_a_launch_for_the_h100_without_
         assert "error" not in row, row
         assert 0 < row["registers"] <= 255 and row["spill_stores"] >= 0 and row["shared"] > 0
     assert len(_table_rows(table)) == 3 and "sm_90a" in table
+
+
+def test_diagnose_vocoder_scores_one_step_x0_against_the_naive_estimate_at_each_level(tmp_path):
+    """Two levels on one clip of a tiny model: a row per level, the naive SNR is the analytic one, the
+    Griffin-Lim check, the mel statistics and the conditioner check are all there, the JSON matches."""
+    import numpy as np
+    import soundfile as sf
+    import torch
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from conftest import make_tiny_model, speech_like
+
+    model_file = make_tiny_model().save(tmp_path / "tiny.safetensors")
+    (tmp_path / "held").mkdir()
+    clip = speech_like(0.5, 22050)
+    sf.write(tmp_path / "held" / "utt.wav", clip, 22050)
+    diagnose = _load("diagnose_vocoder.py")
+    result = diagnose.main(["--model", str(model_file), "--data", str(tmp_path / "held"), "--levels", "49", "0",
+                            "--griffin-lim-levels", "0", "--metrics", "mrstft", "mel", "--threads", "1",
+                            "--mel-stats-data", str(tmp_path / "held"), "--json", str(tmp_path / "d.json")])
+    assert json.loads((tmp_path / "d.json").read_text())["levels"] == [0, 49]
+    rows = result["one_step"]["rows"]
+    assert [r["step"] for r in rows] == [0, 49] and rows[0]["sigma"] < rows[1]["sigma"]
+    x0 = torch.from_numpy(clip[: len(clip) // 256 * 256]).double()  # trimmed to whole frames, as the script does
+    eps = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0)).double()
+    for row in rows:
+        naive_error = math.sqrt(1 / row["alpha_bar"] - 1) * eps  # x_t / sqrt(abar) - x0
+        expected = 10 * math.log10(float(x0.pow(2).sum() / naive_error.pow(2).sum()))
+        assert row["snr_db"]["naive"] == pytest.approx(expected, abs=1e-3)
+        for kind in ("network", "naive"):
+            assert set(row["means"][kind]) == {"mrstft", "mel_l1"} and len(row[kind]) == 1
+            assert np.isfinite(row["means"][kind]["mel_l1"])
+        assert 0 < row["eps_l1"] < 5 and 0 < row["eps_l1_flat_mel"] < 5 and row["flat_mel_l1"] > 0
+    assert rows[1]["means"]["naive"]["mel_l1"] > rows[0]["means"]["naive"]["mel_l1"]  # more noise, further off
+    gl = result["griffin_lim_one_step"]["means"]
+    assert set(gl) == {"griffin-lim", "step 0: naive", "step 0: network"}
+    stats = result["mel_stats"]
+    assert stats["files"] == 1 and stats["min"] >= math.log(1e-5) - 1e-6 and stats["min"] < stats["mean"] < stats["max"]
+    cases = result["conditioner"]["cases"]
+    assert set(cases) == {"trained, raw mel", "fresh init, raw mel", "fresh init, mel in [0,1]"}
+    assert cases["fresh init, mel in [0,1]"]["mel_mean"] == pytest.approx(
+        (cases["fresh init, raw mel"]["mel_mean"] - math.log(1e-5)) / (2 - math.log(1e-5)), rel=1e-5)
+    merged = diagnose.merge([result, result])  # two runs over parts of a folder: the files add up, means stay
+    assert merged["files"] == 2 and merged["one_step"]["rows"][1]["snr_db"] == pytest.approx(rows[1]["snr_db"])
+    assert merged["one_step"]["rows"][0]["means"]["network"] == pytest.approx(rows[0]["means"]["network"])
+    assert len(merged["one_step"]["rows"][0]["network"]) == 2
+    assert len(cases["trained, raw mel"]["blocks"]) == 12  # one entry per residual block of `tiny`
+    assert 0 <= cases["trained, raw mel"]["mean_over_blocks"]["saturated"] <= 1
