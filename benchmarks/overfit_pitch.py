@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import subprocess
 import sys
 import tempfile
@@ -124,7 +123,8 @@ def griffin_lim_floor(clips: list[Tensor], sample_rate: int) -> dict[str, float 
 
     frontend = MelSpectrogram(mel_preset("hifigan", sample_rate=sample_rate))
     with torch.no_grad():
-        per_clip = [score(c, griffin_lim(frontend(c)[0], frontend.config)[: len(c)].float(), sample_rate) for c in clips]
+        generated = [griffin_lim(frontend(c)[0], frontend.config)[: len(c)].float() for c in clips]
+    per_clip = [score(c, g, sample_rate) for c, g in zip(clips, generated)]
     return mean_scores(per_clip)
 
 
@@ -155,14 +155,16 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
                            cache_dir=str(folder.parent / "cache"), seed=spec["seed"])
     ema = EMA(decay=spec["ema"])
     curve = _make_curve_class()(spec, clips, ema, module.sample_rate)
-    trainer = pl.Trainer(accelerator="cpu", devices=1, precision="32", max_steps=spec["steps"],
+    accelerator = "gpu" if spec["device"] == "cuda" else "cpu"
+    trainer = pl.Trainer(accelerator=accelerator, devices=1, precision="32", max_steps=spec["steps"],
                          gradient_clip_val=1.0, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
                          num_sanity_val_steps=0, callbacks=[ema, curve])
     trainer.fit(module, datamodule=data)
-    curve.evaluate(trainer, module, final=True)
-    return {"variant": spec["variant"], "curve": curve.rows, "parameters": sum(
-        p.numel() for p in module.model.network.parameters()), "receptive_field": module.model_config.denoiser.receptive_field}
+    curve.evaluate(trainer, module)  # the last step, if not evaluated yet
+    network = module.model.network
+    return {"variant": spec["variant"], "curve": curve.rows, "receptive_field": network.config.receptive_field,
+            "parameters": sum(p.numel() for p in network.parameters())}
 
 
 def _make_curve_class():
@@ -194,7 +196,7 @@ def _make_curve_class():
             if self.train_s >= 60 * self.spec["minutes"]:
                 trainer.should_stop = True
 
-        def evaluate(self, trainer, pl_module, final: bool = False) -> None:
+        def evaluate(self, trainer, pl_module) -> None:
             step = trainer.global_step
             if self.rows and self.rows[-1]["step"] == step:
                 return
@@ -206,10 +208,10 @@ def _make_curve_class():
             started = time.perf_counter()
             with torch.no_grad():
                 for i, clip in enumerate(self.clips):
-                    mel = model.mel_frontend(clip)
+                    mel = model.mel_frontend(clip.to(model.device))
                     generated = model.vocode(mel, sampler=self.spec["sampler"], seed=self.spec["seed"] + i,
                                              chunk_seconds=None)[0]
-                    per_clip.append(score(clip, generated, self.sample_rate))
+                    per_clip.append(score(clip, generated.float().cpu(), self.sample_rate))
             model.train(was_training)
             recent = self.losses[-self.spec["eval_every"]:]
             row = {"step": step, "train_s": round(self.train_s, 2), "eval_s": round(time.perf_counter() - started, 2),
@@ -242,6 +244,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--ema", type=float, default=0.99, help="EMA decay (with warm-up)")
     parser.add_argument("--sampler", default="fast")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where to train and vocode")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per variant")
     parser.add_argument("--jobs", type=int, default=2, help="variants trained at the same time")
     parser.add_argument("--work", default=None, help="folder for the cut utterances (default: a temporary one)")
@@ -288,11 +291,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         specs = [{"variant": v, "data": str(folder), "clips": cuts, "size": args.size, "overrides": overrides,
                   "steps": args.steps, "minutes": args.minutes, "eval_every": args.eval_every,
                   "batch": args.batch, "crop_frames": args.crop_frames, "lr": args.lr, "ema": args.ema,
-                  "sampler": args.sampler, "seed": args.seed, "threads": args.threads} for v in args.variants]
+                  "sampler": args.sampler, "seed": args.seed, "threads": args.threads,
+                  "device": args.device} for v in args.variants]
         runs = run_variants(specs, args.jobs)
     torch.set_num_threads(args.threads)
     report = {
-        "machine": machine_info("cpu"),
+        "machine": machine_info(args.device),
         "settings": {k: v for k, v in vars(args).items() if k not in ("json", "work", "audio")},
         "utterances": cuts,
         "griffin_lim": floor,
