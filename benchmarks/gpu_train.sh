@@ -111,7 +111,10 @@ heldout() {  # heldout NAME MODEL [ARGS]: audiodiff eval into $OUT/heldout-NAME.
     --out "$WORK/eval-$name" --json "$OUT/heldout-$name.json" "$@" > "$LOGS/eval-$name.txt" 2>&1
   echo "eval $name exit $?" >> "$LOGS/eval-$name.txt"
 }
-heldout shipped "$INIT" & heldout candidate "$CAND" --no-griffin-lim & wait
+# wait for these two by pid: a bare `wait` also waits for the `tee` of the log (a process substitution) forever
+heldout shipped "$INIT" & p1=$!
+heldout candidate "$CAND" --no-griffin-lim & p2=$!
+wait $p1 $p2
 tail -1 "$LOGS/eval-shipped.txt" "$LOGS/eval-candidate.txt"
 grep -A12 "^metric " "$LOGS/eval-shipped.txt"  # the shipped model next to Griffin-Lim
 $PY benchmarks/compare_heldout.py "$OUT/heldout-shipped.json" "$OUT/heldout-candidate.json" \
