@@ -127,8 +127,9 @@ def _print_scores(clip: Path, model, name: str, audio, vocoded, floor, metrics) 
     from audiodiff.evaluation import METRIC_GROUPS, score_pair
 
     groups = sorted({group for group, keys in METRIC_GROUPS.items() for key, _, _ in metrics if key in keys})
-    scores = [score_pair(audio, out, model.sample_rate, mel_preset=model.config.mel.preset, metrics=groups).values()
-              for out in (vocoded, floor)]
+    reference = as_saved(audio, model.sample_rate)
+    scores = [score_pair(reference, as_saved(out, model.sample_rate), model.sample_rate,
+                         mel_preset=model.config.mel.preset, metrics=groups).values() for out in (vocoded, floor)]
     label = max(len(f"{name} (fast 6 steps)"), len("beats the floor"))
     rows = [[f"{name} (fast 6 steps)"], [f"Griffin-Lim ({GRIFFIN_LIM_ITERS} it.)"], ["beats the floor"]]
     wins: dict[str, bool | None] = {}
@@ -147,6 +148,21 @@ def _print_scores(clip: Path, model, name: str, audio, vocoded, floor, metrics) 
     for row in rows:
         print(f"  {row[0]:<{label}}" + "".join(f"  {cell:>{w}}" for cell, w in zip(row[1:], widths)))
     return wins
+
+
+def as_saved(audio, sample_rate: int):
+    """``audio`` (T,) as a 16-bit wav holds it (float64 numpy): the demo scores what it writes, and what
+    ``audiodiff eval`` scores (its reference, model and Griffin-Lim folders are 16-bit wavs). Unquantised,
+    Griffin-Lim's near-silent stretches inflate the log-magnitude distances (MR-STFT) far above eval's."""
+    import io
+
+    import soundfile as sf
+
+    buffer = io.BytesIO()
+    sf.write(buffer, audio.detach().cpu().numpy() if hasattr(audio, "detach") else audio, sample_rate,
+             subtype="PCM_16", format="WAV")
+    buffer.seek(0)
+    return sf.read(buffer, dtype="float64")[0]
 
 
 def _summary(wins: list[dict[str, bool | None]], metrics) -> str:
