@@ -115,7 +115,7 @@ heldout() {  # heldout NAME MODEL [ARGS]: audiodiff eval into $OUT/heldout-NAME.
 heldout shipped "$INIT" & p1=$!
 heldout candidate "$CAND" --no-griffin-lim & p2=$!
 wait $p1 $p2
-tail -1 "$LOGS/eval-shipped.txt" "$LOGS/eval-candidate.txt"
+tail -q -n 1 "$LOGS/eval-shipped.txt" "$LOGS/eval-candidate.txt"
 grep -A12 "^metric " "$LOGS/eval-shipped.txt"  # the shipped model next to Griffin-Lim
 $PY benchmarks/compare_heldout.py "$OUT/heldout-shipped.json" "$OUT/heldout-candidate.json" \
   --row "$OUT/training-log-row.md" --gpu "$GPU" --minutes "$MINUTES" --device "$DEVICE" \
