@@ -39,6 +39,14 @@ class DenoiserConfig:
     it class-conditional, with class ids ``0 .. num_classes - 1`` and the null class
     ``num_classes``. ``max_steps`` is the number of training diffusion steps (the size of the
     step-embedding table).
+
+    ``mel_shift`` and ``mel_scale`` standardise the mel where it enters the network: the
+    upsampler sees ``(mel - mel_shift) / mel_scale``. The defaults (0, 1) are DiffWave's raw
+    input, and every model file without these fields; a ``hifigan`` mel (natural log, about
+    -11.5 to 2, 99 % of its values negative) otherwise reaches the upsampler's leaky ReLUs on
+    their 0.4 slope, which passes only about 2 % of its variation over time to the blocks
+    (benchmarks/RESULTS.md, "Diagnosis of speech-22k"). ``mel_shift=-4, mel_scale=2`` (the
+    mean and standard deviation of the training speech's ``hifigan`` mel) centres it.
     """
 
     residual_channels: int = 64
@@ -48,8 +56,12 @@ class DenoiserConfig:
     hop_length: int = 256
     max_steps: int = 50
     num_classes: int | None = None
+    mel_shift: float = 0.0
+    mel_scale: float = 1.0
 
     def __post_init__(self) -> None:
+        if not self.mel_scale > 0:
+            raise ValueError(f"mel_scale must be positive, got {self.mel_scale}")
         if self.residual_layers < 1 or self.residual_channels < 1 or self.dilation_cycle < 1:
             raise ValueError("residual_layers, residual_channels and dilation_cycle must be >= 1")
         if self.max_steps < 2:
@@ -72,10 +84,13 @@ class DenoiserConfig:
         return self.num_classes
 
     def to_dict(self) -> dict[str, Any]:
-        """The fields as a dict; ``num_classes`` only when set, so vocoder files stay as before."""
+        """The fields as a dict; ``num_classes`` only when set and the mel standardisation only
+        when not the identity, so files of models without them stay as before."""
         data = dataclasses.asdict(self)
         if self.num_classes is None:
             del data["num_classes"]
+        if self.mel_shift == 0.0 and self.mel_scale == 1.0:
+            del data["mel_shift"], data["mel_scale"]
         return data
 
     @classmethod
@@ -319,6 +334,8 @@ class DiffWave(nn.Module):
             raise ValueError("this model is mel-conditioned; a mel is required")
         if mel.dim() != 3 or mel.shape[1] != self.config.n_mels:
             raise ValueError(f"expected mel (B, {self.config.n_mels}, frames), got {tuple(mel.shape)}")
+        if self.config.mel_shift != 0.0 or self.config.mel_scale != 1.0:
+            mel = (mel - self.config.mel_shift) / self.config.mel_scale
         upsampled = self.mel_upsampler(mel)
         if not cache_projections:
             return ProjectedPerStep(upsampled, self.residual_layers)
