@@ -179,7 +179,7 @@ def test_training_module_options_build_the_prior_and_the_x0_loss():
     loss = module._loss(audio, module._mel(audio), generator=torch.Generator().manual_seed(0))
     loss.backward()
     grads = [p.grad for p in module.model.network.parameters() if p.grad is not None]
-    assert math.isfinite(float(loss)) and grads and all(torch.isfinite(g).all() for g in grads)
+    assert math.isfinite(float(loss.detach())) and grads and all(torch.isfinite(g).all() for g in grads)
     with pytest.raises(ValueError, match="x0_loss_weight"):
         DiffusionModule(size="tiny", x0_loss_weight=-1.0)
 
