@@ -35,6 +35,7 @@ from torch import Tensor, nn
 
 from audiodiff.chunking import chunk_frames_for, chunked_eps_fn, default_chunk_seconds
 from audiodiff.files import unreadable_reason, write_atomically
+from audiodiff.diffusion.prior import EnergyPrior
 from audiodiff.diffusion.sampling import SAMPLER_FUNCTIONS, EpsFn, classifier_free_guidance
 from audiodiff.diffusion.schedule import (NoiseSchedule, ScheduleConfig, karras_sigmas, log_snr_sigmas,
                                          sigmas_from_betas)
@@ -49,8 +50,10 @@ CHECKPOINT_CONFIG_KEY = "audiodiff_config"
 #: Version 2 added class-conditional models (``class_names``, ``denoiser.num_classes``); version 3
 #: stored noise schedules (``schedules``, from ``audiodiff search-schedule``). Each file is written
 #: with the oldest version that describes it (a vocoder without stored schedules is version 1), so
-#: older audiodiff still reads every file that does not use a newer feature.
-FORMAT_VERSION = 3
+#: older audiodiff still reads every file that does not use a newer feature. Version 4 added
+#: PriorGrad's data-dependent prior (``prior``): sampling such a model from standard normal noise
+#: would be wrong, so older audiodiff must refuse it rather than ignore the field.
+FORMAT_VERSION = 4
 #: Sampler names: ``fast`` and ``ddpm`` (ancestral), then the deterministic ODE samplers ``ddim``
 #: and ``dpmpp-2m`` on evenly spaced training levels or, with a suffix, on Karras / log-SNR levels.
 SAMPLERS = ("fast", "ddpm", "ddim", "ddim-karras", "ddim-log-snr", "dpmpp-2m", "dpmpp-2m-karras", "dpmpp-2m-log-snr")
@@ -153,8 +156,12 @@ class ModelConfig:
     class_names: tuple[str, ...] | None = None
     #: Named noise schedules stored with the model (``audiodiff search-schedule``), by name.
     schedules: Mapping[str, SamplingSchedule] = field(default_factory=dict, hash=False)
+    #: PriorGrad's data-dependent prior (:mod:`audiodiff.diffusion.prior`); ``None``: standard normal noise.
+    prior: EnergyPrior | None = None
 
     def __post_init__(self) -> None:
+        if self.prior is not None and self.mel is None:
+            raise ValueError("a data-dependent prior needs a mel (a vocoder)")
         if self.class_names is not None:
             object.__setattr__(self, "class_names", tuple(str(c) for c in self.class_names))
         classes = None if self.class_names is None else len(self.class_names)
@@ -186,6 +193,8 @@ class ModelConfig:
     @property
     def format_version(self) -> int:
         """The oldest model-file format that can describe this config."""
+        if self.prior is not None:
+            return 4
         if self.schedules:
             return 3
         return 2 if self.class_names is not None else 1
@@ -210,6 +219,8 @@ class ModelConfig:
             data["class_names"] = list(self.class_names)
         if self.schedules:
             data["schedules"] = {name: stored.to_dict() for name, stored in self.schedules.items()}
+        if self.prior is not None:
+            data["prior"] = self.prior.to_dict()
         return data
 
     @classmethod
@@ -222,6 +233,7 @@ class ModelConfig:
             training_step=int(data.get("training_step", 0)),
             class_names=tuple(data["class_names"]) if data.get("class_names") is not None else None,
             schedules=_schedules_from_dict(data.get("schedules")),
+            prior=EnergyPrior.from_dict(data["prior"]) if data.get("prior") is not None else None,
         )
 
 
@@ -475,8 +487,12 @@ class AudioDiffusion(nn.Module):
         callback: Callable[[int, int], None] | None = None,
         guidance: float | None = None,
         precision: str = "fp32",
+        noise_std: Tensor | None = None,
     ) -> Tensor:
         """Run ``sampler`` from standard normal noise of ``shape`` ``(B, T)``; returns ``(B, T)``.
+
+        ``noise_std`` ``(B, T)`` scales the starting noise and every fresh draw (a data-dependent
+        prior, :meth:`noise_std`; :meth:`vocode` passes it itself).
 
         With ``guidance``, ``conditioning`` is for ``2B`` rows (the classes, then the null
         class) and each step combines the two predictions (classifier-free guidance).
@@ -486,10 +502,19 @@ class AudioDiffusion(nn.Module):
         eps_fn = self._with_precision(self.eps_fn(conditioning), precision)
         if guidance is not None:
             eps_fn = classifier_free_guidance(eps_fn, guidance)
-        return self._run_sampler(eps_fn, shape, sampler=sampler, steps=steps, seed=seed, callback=callback)
+        return self._run_sampler(eps_fn, shape, sampler=sampler, steps=steps, seed=seed, callback=callback,
+                                 noise_std=noise_std)
+
+    def noise_std(self, mel: Tensor) -> Tensor | None:
+        """The prior's noise standard deviation for ``mel`` ``(B, n_mels, frames)``: ``(B, frames * hop)``,
+        or ``None`` for a model without a prior (standard normal noise)."""
+        if self.config.prior is None:
+            return None
+        return self.config.prior.sample_std(mel, self.hop_length)
 
     def _run_sampler(self, eps_fn: EpsFn, shape: tuple[int, int], *, sampler: Sampler, steps: int | None,
-                     seed: Seed, callback: Callable[[int, int], None] | None) -> Tensor:
+                     seed: Seed, callback: Callable[[int, int], None] | None,
+                     noise_std: Tensor | None = None) -> Tensor:
         """``sampler`` from seeded noise of ``shape`` ``(B, T)`` with ``eps_fn``; ``(B, T)``.
 
         The ancestral sampler starts from standard normal noise, as DiffWave does; the
@@ -507,9 +532,12 @@ class AudioDiffusion(nn.Module):
             # N(0, 1) and its fresh noise corrects the excess; an ODE solver would carry it to
             # the end (measured: DDIM, log-SNR levels, 6 steps, log-mel L1 1.70 -> 1.14).
             noise = noise * float(sigmas[0])
+        if noise_std is not None:  # PriorGrad: every draw from N(0, Sigma)
+            noise = noise * noise_std.to(noise.device, noise.dtype)
 
         def fresh_noise(like: Tensor) -> Tensor:
-            return _randn_rows(like.shape, generators, like.device)
+            fresh = _randn_rows(like.shape, generators, like.device)
+            return fresh if noise_std is None else fresh * noise_std.to(fresh.device, fresh.dtype)
 
         return solve(eps_fn, noise, sigmas, noise_fn=fresh_noise, callback=callback)
 
@@ -550,6 +578,7 @@ class AudioDiffusion(nn.Module):
 
         mel = orient_mel(mel, self.config.denoiser.n_mels, "mel").to(self.device)
         shape = (mel.shape[0], mel.shape[-1] * self.hop_length)
+        noise_std = self.noise_std(mel)
         if chunk_seconds == "auto":
             chunk_seconds = default_chunk_seconds(self.device)
         chunk_frames = None if chunk_seconds is None else chunk_frames_for(chunk_seconds, self.sample_rate,
@@ -558,13 +587,13 @@ class AudioDiffusion(nn.Module):
             eps_fn = chunked_eps_fn(self.network, mel, self.steps_for, chunk_frames, denoise=self._denoise)
             with torch.inference_mode():
                 return self._run_sampler(self._with_precision(eps_fn, precision), shape, sampler=sampler,
-                                         steps=steps, seed=seed, callback=callback)
+                                         steps=steps, seed=seed, callback=callback, noise_std=noise_std)
         cache_bytes = self.network.conditioning_bytes(*shape, element_size=_element_size(precision))
         cache = cache_bytes <= conditioning_budget and not getattr(self._denoise, "prefers_mel", False)
         with torch.inference_mode(), self.autocast(precision):
             conditioning = self.condition(mel, cache_projections=cache)
         return self.sample(conditioning, shape, sampler=sampler, steps=steps, seed=seed, callback=callback,
-                           precision=precision)
+                           precision=precision, noise_std=noise_std)
 
     def generate(
         self,

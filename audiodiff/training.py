@@ -14,7 +14,8 @@ import torch
 from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor
 
-from audiodiff.diffusion.loss import epsilon_loss
+from audiodiff.diffusion.loss import epsilon_loss, spectral_x0_loss
+from audiodiff.diffusion.prior import EnergyPrior
 from audiodiff.diffusion.schedule import SCHEDULES
 from audiodiff.mel import mel_preset
 from audiodiff.metrics import mel_l1_distance, multi_resolution_stft_distance
@@ -34,8 +35,10 @@ def build_model_config(
     denoiser_overrides: dict[str, Any] | None,
     sample_rate: int | None,
     class_names: list[str] | None = None,
+    prior: dict[str, Any] | None = None,
 ) -> ModelConfig:
-    """Assemble a :class:`ModelConfig` from the named pieces a recipe chooses."""
+    """Assemble a :class:`ModelConfig` from the named pieces a recipe chooses (``prior``: the fields
+    of an :class:`~audiodiff.diffusion.prior.EnergyPrior`, ``{}`` for its defaults; ``None``: no prior)."""
     if conditional and class_names:
         raise ValueError("a model is either a vocoder (conditional: true) or class-conditional "
                          "(class names from data.labels), not both; set model.conditional: false")
@@ -57,6 +60,7 @@ def build_model_config(
         schedule=schedule_config,
         sample_rate=model_sample_rate(conditional, mel_preset_name, mel_overrides, sample_rate),
         class_names=tuple(class_names) if class_names else None,
+        prior=None if prior is None else EnergyPrior.from_dict(prior),
     )
 
 
@@ -104,6 +108,13 @@ class DiffusionModule(pl.LightningModule):
             For larger batches with a scaled rate.
         compile: ``torch.compile`` the denoiser for the training steps (validation and sampling
             stay eager). Compiles once, at the first step (a minute or more); worth it on a GPU.
+        prior: PriorGrad's data-dependent prior, part of the model (its file says how to sample):
+            the fields of :class:`~audiodiff.diffusion.prior.EnergyPrior` (``energy_min``,
+            ``energy_max``, ``std_min``; ``{}`` for the defaults). ``None`` (default): standard
+            normal noise, as before.
+        x0_loss_weight: Weight of an auxiliary MR-STFT + log-mel L1 loss on the clean-audio
+            estimate ``x0_hat``, each example weighted by its ``abar`` (so the noisiest steps pull
+            least); FreGrad uses 0.1 for its MR-STFT term. 0 (default): the epsilon loss alone.
     """
 
     def __init__(
@@ -126,15 +137,20 @@ class DiffusionModule(pl.LightningModule):
         init_from: str | None = None,
         warmup_steps: int = 0,
         compile: bool = False,
+        prior: dict[str, Any] | None = None,
+        x0_loss_weight: float = 0.0,
     ) -> None:
         super().__init__()
+        if x0_loss_weight < 0:
+            raise ValueError(f"x0_loss_weight must be >= 0, got {x0_loss_weight}")
         if not 0.0 <= label_dropout < 1.0:
             raise ValueError(f"label_dropout must be in [0, 1), got {label_dropout}")
         if warmup_steps < 0:
             raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
         self.save_hyperparameters()
         self.model_config = build_model_config(
-            size, conditional, mel_preset, mel_overrides, schedule, denoiser_overrides, sample_rate, class_names
+            size, conditional, mel_preset, mel_overrides, schedule, denoiser_overrides, sample_rate, class_names,
+            prior,
         )
         self.model = AudioDiffusion(self.model_config)
         self.initial_step = self._load_initial_weights(init_from) if init_from else 0
@@ -214,9 +230,12 @@ class DiffusionModule(pl.LightningModule):
         # at the base recipe's batch, measured with benchmarks/train_throughput.py)
         conditioning = self.model.network.condition(mel, cache_projections=False, labels=labels)
         denoise = self._denoiser()
+        weight = self.hparams.get("x0_loss_weight", 0.0)
         return epsilon_loss(
             lambda x, t: denoise(x, t, conditioning),
             audio, self.alpha_bars, kind=self.hparams.loss, generator=generator,
+            noise_std=None if mel is None else self.model.noise_std(mel),
+            x0_loss=spectral_x0_loss(self._mel) if weight > 0 else None, x0_weight=weight,
         )
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
