@@ -301,7 +301,8 @@ def main(argv: list[str] | None = None, hifigan_loader: Callable[[str], torch.nn
     parser.add_argument("--time-seconds", type=float, default=2.0, help="length of the timed mel")
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds per thread count (median)")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 0], help="torch threads; 0 = torch's default")
-    parser.add_argument("--no-timing", action="store_true")
+    parser.add_argument("--no-timing", action="store_true", help="score only")
+    parser.add_argument("--timing-only", action="store_true", help="time only (no resynthesis, no scores)")
     parser.add_argument("--out", type=Path, default=None, help="keep the wavs here (default: a temporary folder)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -336,18 +337,21 @@ def run(args, out: Path, folder: Path | None, hifigan_loader) -> dict[str, Any]:
     generators = {f"hifigan-v1-{name.lower()}": hifigan_loader(name) for name in args.hifigan}
     ours = Path(args.model).stem if Path(args.model).suffix else args.model
 
-    report = resynthesise_folder(model, args.data, out, sampler=args.sampler, steps=args.steps, seed=args.seed,
-                                 progress=False)
-    problems = list(report.errors)
-    folders = {ours: report.model_dir, GRIFFIN_LIM: report.griffin_lim_dir}
-    for label, generator in generators.items():
-        problems += resynthesise_hifigan(hifigan_vocoder(generator), args.data, out / label, mel_config, exclude=out)
-        folders[label] = out / label
-    results = {label: score_folder(report.reference_dir, path, model.sample_rate, judges)
-               for label, path in folders.items()}
-    checks["alignment"] = {label: alignment(report.reference_dir, folders[label], result, mel_config)
-                           for label, result in results.items()}
-    checks["problems"] = problems
+    results, checks["alignment"], checks["problems"], n_files = {}, {}, [], 0
+    if not args.timing_only:
+        report = resynthesise_folder(model, args.data, out, sampler=args.sampler, steps=args.steps, seed=args.seed,
+                                     progress=False)
+        n_files = len(report.written) + len(report.skipped)
+        checks["problems"] = list(report.errors)
+        folders = {ours: report.model_dir, GRIFFIN_LIM: report.griffin_lim_dir}
+        for label, generator in generators.items():
+            checks["problems"] += resynthesise_hifigan(hifigan_vocoder(generator), args.data, out / label, mel_config,
+                                                       exclude=out)
+            folders[label] = out / label
+        results = {label: score_folder(report.reference_dir, path, model.sample_rate, judges)
+                   for label, path in folders.items()}
+        checks["alignment"] = {label: alignment(report.reference_dir, folders[label], result, mel_config)
+                               for label, result in results.items()}
 
     speed: dict[str, Any] = {}
     if not args.no_timing:
@@ -374,7 +378,7 @@ def run(args, out: Path, folder: Path | None, hifigan_loader) -> dict[str, Any]:
         "machine": info,
         "settings": {"data": str(args.data), "model": args.model, "sampler": args.sampler, "steps": args.steps,
                      "seed": args.seed, "griffin_lim_iters": 64, "mel_preset": "hifigan", "judges": judges,
-                     "files": len(report.written) + len(report.skipped)},
+                     "files": n_files},
         "hifigan": package_facts(folder, args.hifigan) if folder is not None else None,
         "parameters": {label: sum(p.numel() for p in g.parameters()) for label, g in generators.items()}
         | {ours: sum(p.numel() for p in model.network.parameters())},
@@ -402,11 +406,13 @@ def print_report(data: dict[str, Any], ours: str) -> None:
     for line in machine_lines(data["machine"]):
         print(line)
     settings = data["settings"]
-    print(f"\n{settings['files']} held-out files, mel preset hifigan; {ours}: {settings['sampler']} sampler, "
-          f"seed {settings['seed']} + k; Griffin-Lim 64 iterations")
-    keys = list(QUALITY) + [k for k in next(iter(data["quality"].values())) if k not in QUALITY and k != "f0_rmse_hz"]
-    rows = [[label] + [fmt(values.get(k)) for k in keys] for label, values in data["quality"].items()]
-    print(markdown_table(["vocoder"] + [QUALITY.get(k, k) for k in keys], rows))
+    if data["quality"]:
+        print(f"\n{settings['files']} held-out files, mel preset hifigan; {ours}: {settings['sampler']} sampler, "
+              f"seed {settings['seed']} + k; Griffin-Lim 64 iterations")
+        extra = [k for k in next(iter(data["quality"].values())) if k not in QUALITY and k != "f0_rmse_hz"]
+        keys = list(QUALITY) + extra
+        rows = [[label] + [fmt(values.get(k)) for k in keys] for label, values in data["quality"].items()]
+        print(markdown_table(["vocoder"] + [QUALITY.get(k, k) for k in keys], rows))
     for label, check in data["checks"]["alignment"].items():
         delay = (f"cross-correlation delay measured on {check['delay_measured']}/{check['files']} files, max "
                  f"|delay| {check['delay_max_abs_ms']:.2f} ms" if check["delay_measured"]
