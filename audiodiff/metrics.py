@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -27,9 +27,17 @@ def multi_resolution_stft_distance(
     if generated.shape != reference.shape:
         raise ValueError(f"shapes differ: {tuple(generated.shape)} vs {tuple(reference.shape)}")
     generated, reference = torch.atleast_2d(generated).float(), torch.atleast_2d(reference).float()
+    return mean_stft_distance(generated, reference, resolutions, _magnitude)
+
+
+def mean_stft_distance(generated: Tensor, reference: Tensor, resolutions: Sequence[tuple[int, int, int]],
+                       magnitude: Callable[[Tensor, int, int, int], Tensor]) -> Tensor:
+    """Spectral convergence + log-magnitude L1 of ``(B, T)`` float32 pairs, averaged over
+    ``resolutions`` ``(n_fft, hop, win)``: ``(B,)``. ``magnitude(audio, n_fft, hop, win)`` is the
+    STFT magnitude ``(B, bins, frames)`` (clamped for the metric, smooth for a training loss)."""
     total = torch.zeros(generated.shape[0], device=generated.device)
     for n_fft, hop, win in resolutions:
-        gen, ref = _magnitude(generated, n_fft, hop, win), _magnitude(reference, n_fft, hop, win)
+        gen, ref = magnitude(generated, n_fft, hop, win), magnitude(reference, n_fft, hop, win)
         convergence = torch.linalg.norm((ref - gen).flatten(1), dim=1) / torch.linalg.norm(ref.flatten(1), dim=1)
         log_l1 = (ref.log() - gen.log()).abs().flatten(1).mean(dim=1)
         total = total + convergence + log_l1

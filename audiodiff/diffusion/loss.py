@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from audiodiff.metrics import MRSTFT_RESOLUTIONS
+from audiodiff.metrics import MRSTFT_RESOLUTIONS, mean_stft_distance
 
 DenoiseFn = Callable[[Tensor, Tensor], Tensor]
 #: ``x0_loss(predicted_x0 (B, T), audio (B, T)) -> (B,)``: an auxiliary loss on the clean-audio estimate.
@@ -45,13 +45,7 @@ def mrstft_loss(generated: Tensor, reference: Tensor,
     quantity :func:`audiodiff.metrics.multi_resolution_stft_distance` reports, with a
     magnitude that has a gradient at zero.
     """
-    total = generated.new_zeros(generated.shape[0], dtype=torch.float32)
-    for n_fft, hop, win in resolutions:
-        gen, ref = _magnitude(generated, n_fft, hop, win), _magnitude(reference, n_fft, hop, win)
-        convergence = torch.linalg.norm((ref - gen).flatten(1), dim=1) / torch.linalg.norm(ref.flatten(1), dim=1)
-        log_l1 = (ref.log() - gen.log()).abs().flatten(1).mean(dim=1)
-        total = total + convergence + log_l1
-    return total / len(resolutions)
+    return mean_stft_distance(generated, reference, resolutions, _magnitude)
 
 
 def spectral_x0_loss(mel_fn: Callable[[Tensor], Tensor] | None) -> X0Loss:
