@@ -51,8 +51,9 @@ CHECKPOINT_CONFIG_KEY = "audiodiff_config"
 #: stored noise schedules (``schedules``, from ``audiodiff search-schedule``). Each file is written
 #: with the oldest version that describes it (a vocoder without stored schedules is version 1), so
 #: older audiodiff still reads every file that does not use a newer feature. Version 4 added
-#: PriorGrad's data-dependent prior (``prior``): sampling such a model from standard normal noise
-#: would be wrong, so older audiodiff must refuse it rather than ignore the field.
+#: PriorGrad's data-dependent prior (``prior``) and the network's mel standardisation
+#: (``denoiser.mel_shift`` / ``mel_scale``): sampling such a model from standard normal noise, or
+#: feeding it the raw mel, would be wrong, so older audiodiff must refuse it rather than ignore it.
 FORMAT_VERSION = 4
 #: Sampler names: ``fast`` and ``ddpm`` (ancestral), then the deterministic ODE samplers ``ddim``
 #: and ``dpmpp-2m`` on evenly spaced training levels or, with a suffix, on Karras / log-SNR levels.
@@ -193,7 +194,7 @@ class ModelConfig:
     @property
     def format_version(self) -> int:
         """The oldest model-file format that can describe this config."""
-        if self.prior is not None:
+        if self.prior is not None or (self.denoiser.mel_shift, self.denoiser.mel_scale) != (0.0, 1.0):
             return 4
         if self.schedules:
             return 3
