@@ -304,3 +304,13 @@ def write_json(path: str | Path, data: Any) -> Path:
     from audiodiff.files import write_json as write
 
     return write(path, data, allow_nan=True)
+
+
+def load_vocoder(path: str, parser: Any) -> Any:
+    """The model at ``path`` (a file or a shipped name) on the CPU; ``parser.error`` unless it is a vocoder."""
+    from audiodiff.pretrained import load_any
+
+    model = load_any(path, "cpu")
+    if model.mel_frontend is None:
+        parser.error(f"{path} is not a vocoder")
+    return model

@@ -417,14 +417,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from audiodiff.pretrained import load_any
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from _common import machine_info, write_json
+    from _common import load_vocoder, machine_info, write_json
 
-    model = load_any(args.model, "cpu")
-    if model.mel_frontend is None:
-        parser.error(f"{args.model} is not a vocoder")
+    model = load_vocoder(args.model, parser)
     bad = [t for t in args.levels + args.griffin_lim_levels if not 0 <= t < model.schedule.num_steps]
     if bad:
         parser.error(f"--levels {bad} outside the model's training steps 0..{model.schedule.num_steps - 1}")

@@ -196,15 +196,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         torch.set_num_threads(args.threads)
 
     from audiodiff.evaluation import result_keys, score_pair
-    from audiodiff.pretrained import load_any
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from _common import machine_info, write_json
+    from _common import load_vocoder, machine_info, write_json
     from diagnose_vocoder import load_clips
 
-    model = load_any(args.model, "cpu")
-    if model.mel_frontend is None:
-        parser.error(f"{args.model} is not a vocoder")
+    model = load_vocoder(args.model, parser)
     if model.config.prior is not None:
         parser.error(f"{args.model} has a data-dependent prior; this benchmark starts from standard normal noise")
     sigmas = model.sigmas("fast")
