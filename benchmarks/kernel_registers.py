@@ -1,6 +1,6 @@
 """Registers, spills and shared memory of the fused kernel per launch, compiled for a GPU without one.
 
-Triton compiles the kernel of :mod:`audiodiff.fused` for ``--arch`` (default ``sm_90a``, the H100)
+Triton compiles the kernel of :mod:`audiodiff.engines.fused` for ``--arch`` (default ``sm_90a``, the H100)
 on any machine, specialised the way a launch on ``--batch`` x ``--seconds`` of base would be (16-byte
 aligned pointers, lengths divisible by 16), and the ``ptxas`` that ships with Triton reports each
 launch's registers per thread, spilled bytes and shared memory. Spills are the first thing to
@@ -23,8 +23,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine_info, machine_lines, markdown_table, parser_from_doc, write_json  # noqa: E402
 
-from audiodiff.fused import COND_CACHED, COND_MEL, Launch, group_plan, mel_blocks, tile_halo  # noqa: E402
-from audiodiff.model import denoiser_config  # noqa: E402
+from audiodiff.engines.fused import COND_CACHED, COND_MEL, Launch, group_plan, mel_blocks, tile_halo  # noqa: E402
+from audiodiff.network.diffwave import denoiser_config  # noqa: E402
 
 
 def ptxas_path() -> Path:
@@ -65,7 +65,7 @@ def compile_stats(launch: Launch, layers: int, cond_mode: int, halo: int, arch: 
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    from audiodiff.fused import _kernel
+    from audiodiff.engines.fused import _kernel
 
     kernel = _kernel(False)
     signature, constants, attributes = kernel_arguments(kernel, launch, layers, cond_mode, channels, batch, length,

@@ -1,11 +1,11 @@
 """Can the training path learn pitch? Overfit a small vocoder on one or two short utterances (issue 19, point 1).
 
 Trains with the real training path (``audiodiff.training.DiffusionModule``,
-``audiodiff.data.AudioDataModule`` over a folder of the cut utterances, the ``audiodiff.callbacks.EMA``
+``audiodiff.data.AudioDataModule`` over a folder of the cut utterances, the ``audiodiff.training.callbacks.EMA``
 callback, a Lightning ``Trainer`` with the tiny recipe's settings: gradient clipping 1.0, fp32,
 AdamW) on the utterances themselves, and every ``--eval-every`` steps vocodes each whole utterance
 from its own mel with the EMA weights (``--sampler``, fixed seed) and scores it against the original
-with :func:`audiodiff.evaluation.score_pair`: V/UV F1 and F0 RMSE (pyin), MR-STFT and log-mel L1.
+with :func:`audiodiff.eval.evaluate.score_pair`: V/UV F1 and F0 RMSE (pyin), MR-STFT and log-mel L1.
 Griffin-Lim (64 iterations) from the same mels is scored once, as a floor.
 
 Variants (``--variants``) differ only in what the network's conditioner sees; the mel used for
@@ -85,7 +85,7 @@ def normaliser(variant: str, frontend: nn.Module, clips: list[Tensor]) -> nn.Mod
 def cut_utterances(paths: list[str], offset: float, seconds: float, sample_rate: int, hop: int,
                    folder: Path) -> list[dict[str, Any]]:
     """``seconds`` of each file from ``offset`` (whole hops), written to ``folder`` as float WAV."""
-    from audiodiff.audio import load_audio, save_audio
+    from audiodiff.io.audio import load_audio, save_audio
 
     cuts = []
     for i, path in enumerate(paths):
@@ -103,7 +103,7 @@ def cut_utterances(paths: list[str], offset: float, seconds: float, sample_rate:
 
 # ------------------------------------------------------------------ worker
 def score(reference: Tensor, generated: Tensor, sample_rate: int) -> dict[str, float | None]:
-    from audiodiff.evaluation import score_pair
+    from audiodiff.eval.evaluate import score_pair
 
     result = score_pair(reference.numpy(), generated.numpy(), sample_rate, metrics=("f0", "mrstft", "mel"))
     return {key: getattr(result, key) for key in METRIC_KEYS}
@@ -118,7 +118,7 @@ def mean_scores(per_clip: list[dict[str, float | None]]) -> dict[str, float | No
 
 
 def griffin_lim_floor(clips: list[Tensor], sample_rate: int) -> dict[str, float | None]:
-    from audiodiff.evaluation import griffin_lim
+    from audiodiff.eval.evaluate import griffin_lim
     from audiodiff.mel import MelSpectrogram, mel_preset
 
     frontend = MelSpectrogram(mel_preset("hifigan", sample_rate=sample_rate))
@@ -134,10 +134,10 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
 
     import pytorch_lightning as pl
 
-    from audiodiff.audio import load_audio
-    from audiodiff.callbacks import EMA
-    from audiodiff.data import AudioDataModule
-    from audiodiff.training import DiffusionModule
+    from audiodiff.io.audio import load_audio
+    from audiodiff.training.callbacks import EMA
+    from audiodiff.data.datamodule import AudioDataModule
+    from audiodiff.training.module import DiffusionModule
 
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     warnings.filterwarnings("ignore", ".*no EMA.*")
@@ -276,7 +276,7 @@ def run_variants(specs: list[dict[str, Any]], jobs: int) -> list[dict[str, Any]]
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    from audiodiff.audio import load_audio
+    from audiodiff.io.audio import load_audio
     from audiodiff.mel import mel_preset
 
     preset = mel_preset("hifigan")

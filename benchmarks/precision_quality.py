@@ -26,8 +26,8 @@ from _common import fmt, machine_info, machine_lines, markdown_table, parser_fro
 
 def held_out_audio(model, folder: Path) -> list[tuple[str, torch.Tensor]]:
     """``(name, audio (T,))`` for every readable audio file under ``folder`` at the model's rate."""
-    from audiodiff.audio import AudioError, load_audio
-    from audiodiff.data import find_audio_files
+    from audiodiff.io.audio import AudioError, load_audio
+    from audiodiff.io.audio_files import find_audio_files
 
     clips = []
     for path in find_audio_files(folder):
@@ -65,8 +65,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
 
-    from audiodiff.metrics import mel_l1_distance, multi_resolution_stft_distance
-    from audiodiff.pretrained import load_any
+    from audiodiff.dsp.spectral import mel_l1_distance, multi_resolution_stft_distance
+    from audiodiff.pipeline.audio_diffusion import load_any
 
     model = load_any(args.model, args.device)
     engines = {engine for _, engine in map(split_precision, args.precisions)} - {None}

@@ -64,7 +64,7 @@ def _audio_files(directories: list[str], limit: int, seed: int) -> list[str]:
 
 def _heldout_clips(files: list[str], seconds: float, sample_rate: int, hop: int) -> list[torch.Tensor]:
     """The loudest ``seconds`` of each file (1 s windows by RMS), cut to whole hops: ``(T,)`` each."""
-    from audiodiff.audio import load_audio
+    from audiodiff.io.audio import load_audio
 
     clips = []
     length = int(seconds * sample_rate) // hop * hop
@@ -94,7 +94,7 @@ def _crops(audio: list[torch.Tensor], batch: int, samples: int, hop: int, rng: r
 
 def _score(module: Any, clips: list[torch.Tensor], sample_rate: int) -> dict[str, float | None]:
     """Mean held-out scores of the module's current weights (fast sampler, seed 0)."""
-    from audiodiff.evaluation import score_pair
+    from audiodiff.eval.evaluate import score_pair
 
     model = module.model.eval()
     values: dict[str, list[float]] = {key: [] for key, _, _ in METRICS}
@@ -112,8 +112,8 @@ def _score(module: Any, clips: list[torch.Tensor], sample_rate: int) -> dict[str
 
 def worker(spec: dict[str, Any]) -> dict[str, Any]:
     """Train one variant for ``cpu_seconds`` of process CPU time, scoring at each checkpoint."""
-    from audiodiff.audio import load_audio
-    from audiodiff.training import DiffusionModule
+    from audiodiff.io.audio import load_audio
+    from audiodiff.training.module import DiffusionModule
 
     torch.set_num_threads(spec["threads"])
     torch.manual_seed(spec["seed"])

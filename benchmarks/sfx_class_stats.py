@@ -48,8 +48,9 @@ def clip_features(audio: np.ndarray, sample_rate: int) -> dict[str, float]:
 
 def real_clips(root: Path, labels: str, sample_rate: int, seconds: float, max_per_class: int):
     """``{class: [audio (T,)]}``: the first ``seconds`` of up to ``max_per_class`` files per class."""
-    from audiodiff.audio import AudioError, load_audio
-    from audiodiff.data import find_audio_files, label_from_path
+    from audiodiff.io.audio import AudioError, load_audio
+    from audiodiff.data.datamodule import label_from_path
+    from audiodiff.io.audio_files import find_audio_files
 
     clips: dict[str, list[np.ndarray]] = defaultdict(list)
     for path in find_audio_files(root):
@@ -112,9 +113,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
 
-    from audiodiff.audio import save_audio
-    from audiodiff.generating import generate_clips, plan_clips, save_contact_sheet
-    from audiodiff.pretrained import load_any
+    from audiodiff.io.audio import save_audio
+    from audiodiff.jobs.generate import generate_clips, plan_clips, save_contact_sheet
+    from audiodiff.pipeline.audio_diffusion import load_any
 
     model = load_any(args.model, args.device)
     names = model.config.class_names
@@ -150,7 +151,7 @@ def main(argv: list[str] | None = None) -> dict:
               "chance": 1.0 / len(names), "rank_correlation": rank_correlations(rows)}
     print_table(result)
     if args.json:
-        from audiodiff.files import write_json
+        from audiodiff.io.files import write_json
 
         write_json(args.json, result)
     return result

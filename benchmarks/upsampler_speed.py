@@ -1,6 +1,6 @@
 """The mel upsampler as transposed convolutions (DiffWave's form) and as sub-pixel convolutions (ours).
 
-Both forms compute the same sums (``audiodiff.model.subpixel_transposed_conv``). The fused CUDA
+Both forms compute the same sums (``audiodiff.network.diffwave.subpixel_transposed_conv``). The fused CUDA
 engine's profile had the transposed convolution at 7 % of its GPU time, which is why the upsampler
 now runs as ``s``-channel 3 x 3 convolutions plus a reshape. This script times the two forms, in
 the same run, on mels of ``--seconds`` at each ``--batch`` and precision, and reports the largest
@@ -23,7 +23,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import autocast, fmt, machine_info, machine_lines, markdown_table, parser_from_doc, synchronize, write_json  # noqa: E402
 
-from audiodiff.model import MelUpsampler  # noqa: E402
+from audiodiff.network.diffwave import MelUpsampler  # noqa: E402
 
 
 def transposed_form(upsampler: MelUpsampler, mel: torch.Tensor) -> torch.Tensor:

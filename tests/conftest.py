@@ -11,8 +11,8 @@ import torch
 
 from audiodiff.diffusion.schedule import SCHEDULES
 from audiodiff.mel import mel_preset
-from audiodiff.model import DiffWave, denoiser_config
-from audiodiff.pretrained import AudioDiffusion, ModelConfig
+from audiodiff.network.diffwave import DiffWave, denoiser_config
+from audiodiff.pipeline.audio_diffusion import AudioDiffusion, ModelConfig
 
 DATA_DIR = Path(__file__).parent / "data"
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from audiodiff.mel import MelSpectrogram, mel_preset
-from audiodiff.model import MelUpsampler
+from audiodiff.network.diffwave import MelUpsampler
 
 
 @pytest.mark.parametrize("sample", [3000, 3071, 3072, 3200, 3327, 3328, 5000])

@@ -1,4 +1,4 @@
-"""Tests of audiodiff.audio: loading, resampling, partial reads, errors and atomic saving."""
+"""Tests of audiodiff.io.audio: loading, resampling, partial reads, errors and atomic saving."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from audiodiff.audio import (
+from audiodiff.io.audio import (
     AUDIO_SUFFIXES,
     AudioError,
     audio_info,

@@ -12,8 +12,8 @@ import pytest
 import soundfile as sf
 import torch
 
-from audiodiff.chunking import chunked_eps_fn, halo_frames, plan_chunks
-from audiodiff.model import denoiser_config
+from audiodiff.engines.chunking import chunked_eps_fn, halo_frames, plan_chunks
+from audiodiff.network.diffwave import denoiser_config
 from conftest import make_tiny_model
 
 #: Peak resident memory allowed for vocoding ten minutes with the tiny model on the CPU
@@ -80,7 +80,7 @@ def test_without_the_halo_the_seams_differ(long_mel: torch.Tensor):
 
 
 def test_auto_chunks_long_inputs_on_the_cpu_only_beyond_two_seconds(long_mel: torch.Tensor, monkeypatch):
-    import audiodiff.pretrained as pretrained
+    import audiodiff.pipeline.audio_diffusion as pretrained
 
     calls = []
     original = pretrained.chunked_eps_fn

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from audiodiff.demo import DEFAULT_CLIP, run_demo
-from audiodiff.pretrained import load_model
+from audiodiff.jobs.demo import DEFAULT_CLIP, run_demo
+from audiodiff.pipeline.audio_diffusion import load_model
 
 
 def test_demo_trains_vocodes_and_writes_wav_png_and_model(tmp_path: Path, capsys):
@@ -26,7 +26,7 @@ def test_demo_trains_vocodes_and_writes_wav_png_and_model(tmp_path: Path, capsys
 
 
 def test_shipped_demo_vocodes_held_out_speech_and_a_tts_layout_mel(tmp_path: Path, capsys):
-    from audiodiff.demo import run_shipped_demo
+    from audiodiff.jobs.demo import run_shipped_demo
 
     written = run_shipped_demo(tmp_path / "out", seconds=0.4, seed=0)
     out = capsys.readouterr().out
@@ -58,8 +58,8 @@ def test_shipped_demo_prints_each_clip_next_to_griffin_lim_and_whether_it_beats_
     original -- the numbers score_pair gives for the same vocoding and Griffin-Lim run here -- and a
     row saying where the vocoder beats the floor."""
     pytest.importorskip("pesq")
-    from audiodiff.demo import _clip_and_mel, as_saved, run_shipped_demo
-    from audiodiff.evaluation import griffin_lim, score_pair
+    from audiodiff.jobs.demo import _clip_and_mel, as_saved, run_shipped_demo
+    from audiodiff.eval.evaluate import griffin_lim, score_pair
     from audiodiff.examples import example_files
 
     clip = example_files()[1]
@@ -88,7 +88,7 @@ def test_shipped_demo_prints_each_clip_next_to_griffin_lim_and_whether_it_beats_
 def test_shipped_demo_without_pesq_says_how_to_get_it_and_prints_the_rest(tmp_path: Path, capsys, monkeypatch):
     import importlib.util
 
-    from audiodiff import demo
+    from audiodiff.jobs import demo
 
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "pesq" else real_find_spec(name, *a))

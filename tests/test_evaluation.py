@@ -11,8 +11,8 @@ import pytest
 import soundfile as sf
 import torch
 
-from audiodiff.audio import load_audio
-from audiodiff.evaluation import (
+from audiodiff.io.audio import load_audio
+from audiodiff.eval.evaluate import (
     JUDGES,
     Pairing,
     available_judges,
@@ -363,7 +363,7 @@ def test_eval_cli_usage_errors(tmp_path, capsys):
 
 
 def test_eval_cli_runs_the_chosen_engine_and_each_engine_gives_the_same_audio(tmp_path, monkeypatch):
-    from audiodiff import pretrained
+    from audiodiff.pipeline import audio_diffusion as pretrained
     from audiodiff.cli import main
 
     model_file = make_tiny_model().save(tmp_path / "tiny.safetensors")

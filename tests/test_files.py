@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from audiodiff.files import write_atomically, write_json
+from audiodiff.io.files import write_atomically, write_json
 
 
 def test_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):

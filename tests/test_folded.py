@@ -1,4 +1,4 @@
-"""The folded engine (:mod:`audiodiff.folded`) against the eager network whose weights it refolds."""
+"""The folded engine (:mod:`audiodiff.engines.folded`) against the eager network whose weights it refolds."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 import torch
 from conftest import make_tiny_generator, make_tiny_model, random_network
 
-from audiodiff.folded import RESCALE_EVERY, FoldedDenoiser, FoldedProjections, _residual_scales
-from audiodiff.model import DiffWave
+from audiodiff.engines.folded import RESCALE_EVERY, FoldedDenoiser, FoldedProjections, _residual_scales
+from audiodiff.network.diffwave import DiffWave
 
 
 def both_conditionings(network: DiffWave, engine: FoldedDenoiser, mode: str, length: int):
@@ -159,9 +159,9 @@ def test_folded_weights_are_built_once_per_dtype_and_refolding_reads_new_weights
 
 
 def test_cli_runs_the_folded_engine_on_a_cpu_by_default_with_the_eager_audio(tmp_path, tiny_model_file, monkeypatch):
-    from audiodiff.audio import load_audio
+    from audiodiff.io.audio import load_audio
     from audiodiff.cli import main
-    from audiodiff.pretrained import AudioDiffusion
+    from audiodiff.pipeline.audio_diffusion import AudioDiffusion
 
     folded = []
     fold = AudioDiffusion.fold_denoiser

@@ -1,4 +1,4 @@
-"""The fused residual-block kernels (:mod:`audiodiff.fused`) against the eager network.
+"""The fused residual-block kernels (:mod:`audiodiff.engines.fused`) against the eager network.
 
 On the CPU the kernel runs in Triton's interpreter (``TRITON_INTERPRET=1``, numpy), which checks
 its indexing, masking and arithmetic; ``AUDIODIFF_TEST_DEVICE=cuda`` runs the same tests compiled
@@ -11,8 +11,8 @@ import pytest
 import torch
 from conftest import make_tiny_generator, make_tiny_model, random_network
 
-from audiodiff.fused import COND_CACHED, BlockWeights, FusedDenoiser, Launch, group_plan, residual_blocks
-from audiodiff.model import DiffWave, denoiser_config
+from audiodiff.engines.fused import COND_CACHED, BlockWeights, FusedDenoiser, Launch, group_plan, residual_blocks
+from audiodiff.network.diffwave import DiffWave, denoiser_config
 
 pytest.importorskip("triton")
 

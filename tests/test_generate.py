@@ -12,9 +12,9 @@ import torch
 
 from audiodiff.cli import main
 from audiodiff.diffusion.sampling import classifier_free_guidance, combine_guidance
-from audiodiff.generating import Clip, plan_clips
-from audiodiff.model import DenoiserConfig
-from audiodiff.pretrained import load_model, read_metadata
+from audiodiff.jobs.generate import Clip, plan_clips
+from audiodiff.network.diffwave import DenoiserConfig
+from audiodiff.pipeline.audio_diffusion import load_model, read_metadata
 from conftest import make_tiny_generator, make_tiny_model
 
 CLASSES = ("door", "rain")
@@ -239,7 +239,7 @@ def _flatness(path: Path) -> float:
 def test_trained_tiny_model_generates_the_requested_class(tmp_path):
     """Train sfx-tiny-cpu (shrunk) for 150 steps on tonal vs noisy sounds; generated clips of
     each class must be told apart by spectral flatness, every one of them."""
-    from audiodiff.train_cli import run_training
+    from audiodiff.training.run import run_training
 
     data = _two_class_folder(tmp_path / "sounds", 8000)
     run_training([
@@ -249,7 +249,7 @@ def test_trained_tiny_model_generates_the_requested_class(tmp_path):
         "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
         "--trainer.logger.init_args.save_dir", str(tmp_path / "runs"),
         "--trainer.callbacks", json.dumps([
-            {"class_path": "audiodiff.callbacks.EMA", "init_args": {"decay": 0.98}},
+            {"class_path": "audiodiff.training.callbacks.EMA", "init_args": {"decay": 0.98}},
             {"class_path": "pytorch_lightning.callbacks.ModelCheckpoint",
              "init_args": {"filename": "last", "every_n_train_steps": 150}},
         ]),

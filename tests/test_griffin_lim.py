@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from audiodiff.griffin_lim import fast_griffin_lim
+from audiodiff.dsp.griffin_lim import fast_griffin_lim
 from conftest import speech_like, torchaudio_or_skip
 
 N_FFT, HOP = 512, 128
@@ -57,7 +57,7 @@ def test_project_magnitude_keeps_the_phase_of_a_consistent_waveform():
     """Projecting a waveform onto its own magnitude gives it back; onto another magnitude, with its
     phase as the start, the result's magnitude nears the target within a few iterations, closer
     than a random start gets with the same iterations."""
-    from audiodiff.griffin_lim import project_magnitude
+    from audiodiff.dsp.griffin_lim import project_magnitude
 
     audio = torch.from_numpy(speech_like(0.5, 16000)).double()
     kwargs = dict(n_fft=N_FFT, hop_length=HOP, win_length=N_FFT)
@@ -81,7 +81,7 @@ def test_project_magnitude_keeps_the_phase_of_a_consistent_waveform():
 
 
 def test_project_magnitude_batches_and_refuses_a_wrong_frame_count():
-    from audiodiff.griffin_lim import project_magnitude
+    from audiodiff.dsp.griffin_lim import project_magnitude
 
     audio = torch.from_numpy(speech_like(0.2, 16000, seed=3)).expand(2, -1)
     kwargs = dict(n_fft=N_FFT, hop_length=HOP, win_length=N_FFT)

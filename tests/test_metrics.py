@@ -8,7 +8,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from audiodiff.metrics import mel_l1_distance, multi_resolution_stft_distance
+from audiodiff.dsp.spectral import mel_l1_distance, multi_resolution_stft_distance
 
 SPEECH_22K = Path(__file__).parent / "data" / "speech-cs-22k.ogg"
 

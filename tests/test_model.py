@@ -9,7 +9,7 @@ import torch
 
 from audiodiff.diffusion.schedule import SCHEDULES
 from audiodiff.mel import mel_preset
-from audiodiff.model import (
+from audiodiff.network.diffwave import (
     DiffWave,
     MelUpsampler,
     count_parameters,
@@ -18,7 +18,7 @@ from audiodiff.model import (
     subpixel_transposed_conv,
     upsample_strides,
 )
-from audiodiff.pretrained import AudioDiffusion, ModelConfig
+from audiodiff.pipeline.audio_diffusion import AudioDiffusion, ModelConfig
 
 HOPS = [200, 240, 256, 300, 320]
 

@@ -20,8 +20,8 @@ import torch
 from audiodiff.diffusion.loss import epsilon_loss, mrstft_loss, noisy_sample, predicted_x0, spectral_x0_loss
 from audiodiff.diffusion.prior import EnergyPrior
 from audiodiff.diffusion.schedule import SCHEDULES, NoiseSchedule
-from audiodiff.metrics import multi_resolution_stft_distance
-from audiodiff.pretrained import AudioDiffusion, ModelConfig, load_model
+from audiodiff.dsp.spectral import multi_resolution_stft_distance
+from audiodiff.pipeline.audio_diffusion import AudioDiffusion, ModelConfig, load_model
 
 from conftest import make_tiny_model, speech_like
 
@@ -168,7 +168,7 @@ def test_a_prior_is_part_of_the_model_file_and_old_files_are_unchanged(tmp_path)
 
 
 def test_training_module_options_build_the_prior_and_the_x0_loss():
-    from audiodiff.training import DiffusionModule
+    from audiodiff.training.module import DiffusionModule
 
     torch.manual_seed(0)
     default = DiffusionModule(size="tiny")

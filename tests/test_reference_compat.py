@@ -1,6 +1,6 @@
 """Compatibility with the reference implementation (PyPI ``diffwave`` 0.1.7), and safe model files.
 
-A reference checkpoint converted by :func:`audiodiff.pretrained.import_diffwave` must give the
+A reference checkpoint converted by :func:`audiodiff.pipeline.audio_diffusion.import_diffwave` must give the
 same network output and, with the same seed, the same sampled audio as ``diffwave.inference``.
 """
 
@@ -15,7 +15,7 @@ import soundfile as sf
 import torch
 
 from audiodiff.mel import mel_preset
-from audiodiff.pretrained import (
+from audiodiff.pipeline.audio_diffusion import (
     FORMAT_VERSION,
     ModelFileError,
     import_diffwave,

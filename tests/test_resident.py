@@ -1,4 +1,4 @@
-"""Tests of the resident training data (audiodiff.resident, ``AudioDataModule(resident=True)``)."""
+"""Tests of the resident training data (audiodiff.data.resident, ``AudioDataModule(resident=True)``)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from audiodiff.audio import load_audio
-from audiodiff.data import AudioDataModule, CropDataset
+from audiodiff.io.audio import load_audio
+from audiodiff.data.datamodule import AudioDataModule, CropDataset
 from audiodiff.mel import MelSpectrogram, mel_preset
-from audiodiff.resident import CropPositions, ResidentAudio
+from audiodiff.data.resident import CropPositions, ResidentAudio
 
-from test_data import CROP, CROP_FRAMES, HOP, RAMP_SCALE, SR, module, ramp, tone, write
+from test_data import CROP, HOP, RAMP_SCALE, SR, module, ramp, tone, write
 
 
 def ramp_folder(root: Path, lengths=(3000, 5000, 700, 4321, 9000)) -> Path:
@@ -128,7 +128,7 @@ def test_a_bad_file_is_reported_once_and_skipped(tmp_path, caplog):
     dm.scan()
     victim = root / "r3.wav"
     victim.write_bytes(b"no longer audio" * 100)  # broken after the scan, before decoding
-    with caplog.at_level(logging.WARNING, logger="audiodiff.data"):
+    with caplog.at_level(logging.WARNING, logger="audiodiff.data.datamodule"):
         dm.setup()
     warnings = [r.getMessage() for r in caplog.records if "r3.wav" in r.getMessage()]
     assert len(warnings) == 1 and "training without it" in warnings[0] and "\n" not in warnings[0]
@@ -172,7 +172,7 @@ def test_spans_cover_every_crop(tmp_path):
 def test_lightning_fit_trains_on_resident_crops(tmp_path):
     import pytorch_lightning as pl
 
-    from audiodiff.training import DiffusionModule
+    from audiodiff.training.module import DiffusionModule
 
     root = tmp_path / "d"
     rng = np.random.default_rng(1)

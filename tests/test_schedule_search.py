@@ -11,11 +11,11 @@ import soundfile as sf
 import torch
 from safetensors import safe_open
 
-from audiodiff.audio import save_audio
+from audiodiff.io.audio import save_audio
 from audiodiff.cli import main
-from audiodiff.pretrained import (FORMAT_VERSION, ModelFileError, SamplingSchedule, check_schedule_name, load_model,
+from audiodiff.pipeline.audio_diffusion import (FORMAT_VERSION, ModelFileError, SamplingSchedule, check_schedule_name, load_model,
                                   read_metadata)
-from audiodiff.schedule_search import coordinate_moves, level_grid, read_clips, search_schedule
+from audiodiff.jobs.search_schedule import coordinate_moves, level_grid, read_clips, search_schedule
 from conftest import make_tiny_generator, make_tiny_model, speech_like
 
 HOPS = 12  # 3072 samples at hop 256: enough for the mel and MR-STFT windows, cheap to vocode
@@ -67,7 +67,7 @@ def test_search_of_the_fast_length_is_at_least_as_good_as_fast():
 
 
 def test_search_scores_with_the_models_engine_and_precision():
-    from audiodiff.schedule_search import ClipScorer
+    from audiodiff.jobs.search_schedule import ClipScorer
 
     model = make_tiny_model()
     clips = _clips(model, 1)
@@ -159,7 +159,7 @@ def test_read_clips_takes_centre_crops_and_skips_short_files(tmp_path):
 
 
 def test_search_schedule_keeps_the_stored_float_dtype_of_the_model_file(tmp_path, tiny_model):
-    from audiodiff.pretrained import stored_float_dtype
+    from audiodiff.pipeline.audio_diffusion import stored_float_dtype
 
     half = tiny_model.save(tmp_path / "half.safetensors", dtype=torch.float16)
     data = tmp_path / "held-out"

@@ -11,9 +11,9 @@ import torch
 
 from audiodiff.cli import main
 from audiodiff.examples import example_files
-from audiodiff.pretrained import (DEFAULT_GENERATOR, DEFAULT_VOCODER, SHIPPED_MODELS, load_model,
+from audiodiff.pipeline.audio_diffusion import (DEFAULT_GENERATOR, DEFAULT_VOCODER, SHIPPED_MODELS, load_model,
                                   resolve_model_path, shipped_model_path)
-from audiodiff.safe_load import describe_load_error  # noqa: F401 - the loader imports it lazily
+from audiodiff.io.safe_load import describe_load_error  # noqa: F401 - the loader imports it lazily
 
 MAX_SHIPPED_MB = 8
 
@@ -57,8 +57,8 @@ def test_a_file_named_like_a_shipped_model_wins(tmp_path, monkeypatch):
 def test_shipped_vocoder_beats_noise_on_held_out_speech():
     """A real property of a trained vocoder: its output's mel is far closer to the input's than
     silence's or white noise's is (a random network fails this)."""
-    from audiodiff.audio import load_audio
-    from audiodiff.metrics import mel_l1_distance
+    from audiodiff.io.audio import load_audio
+    from audiodiff.dsp.spectral import mel_l1_distance
 
     model = load_model()
     audio, _ = load_audio(example_files()[1], model.sample_rate, duration_seconds=0.6)

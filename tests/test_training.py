@@ -14,8 +14,8 @@ import soundfile as sf
 import torch
 
 from audiodiff.cli import main
-from audiodiff.pretrained import load_checkpoint, load_model
-from audiodiff.train_cli import run_training
+from audiodiff.pipeline.audio_diffusion import load_checkpoint, load_model
+from audiodiff.training.run import run_training
 from conftest import speech_like
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,7 +37,7 @@ def fast_args(root: Path, runs: Path, steps: int, cache: Path) -> list[str]:
         "--trainer.val_check_interval", "2",
         "--trainer.log_every_n_steps", "1",
         "--trainer.callbacks", json.dumps([
-            {"class_path": "audiodiff.callbacks.EMA", "init_args": {"decay": 0.9}},
+            {"class_path": "audiodiff.training.callbacks.EMA", "init_args": {"decay": 0.9}},
             {"class_path": "pytorch_lightning.callbacks.ModelCheckpoint",
              "init_args": {"monitor": "val/mel_l1", "mode": "min", "save_top_k": 1, "filename": "best-{step}"}},
             {"class_path": "pytorch_lightning.callbacks.ModelCheckpoint",
@@ -111,7 +111,7 @@ def test_ddp_on_two_cpu_processes(tmp_path: Path, speech_dir: Path):
 def test_bad_files_are_skipped_by_the_scan(tmp_path: Path, speech_dir: Path, capsys, caplog):
     (speech_dir / "broken.wav").write_bytes(b"RIFF\x00\x00not really a wav")
     sf.write(speech_dir / "silent.wav", np.zeros(22050, np.float32), 22050)
-    with caplog.at_level("WARNING", logger="audiodiff.data"):
+    with caplog.at_level("WARNING", logger="audiodiff.data.datamodule"):
         cli = run_training(fast_args(speech_dir, tmp_path / "runs", 2, tmp_path / "cache"))
     assert cli.trainer.global_step == 2
     assert "4 usable, 2 skipped" in capsys.readouterr().out
@@ -120,7 +120,7 @@ def test_bad_files_are_skipped_by_the_scan(tmp_path: Path, speech_dir: Path, cap
 
 
 def test_ema_warmup_decay_golden_values():
-    from audiodiff.callbacks import warmup_ema_decay
+    from audiodiff.training.callbacks import warmup_ema_decay
 
     assert warmup_ema_decay(0.9999, 0) == pytest.approx(0.1)
     assert warmup_ema_decay(0.9999, 90) == pytest.approx(91 / 100)
@@ -133,7 +133,7 @@ def test_ema_callback_averages_like_the_formula():
 
     import pytorch_lightning as pl
 
-    from audiodiff.callbacks import EMA
+    from audiodiff.training.callbacks import EMA
 
     module = pl.LightningModule()
     module.weight = torch.nn.Parameter(torch.zeros(3))

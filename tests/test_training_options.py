@@ -10,7 +10,7 @@ import torch
 from pytorch_lightning.utilities import grad_norm
 
 from audiodiff.diffusion.loss import epsilon_loss
-from audiodiff.training import DiffusionModule
+from audiodiff.training.module import DiffusionModule
 
 SMALL = {"residual_layers": 2, "residual_channels": 4}
 

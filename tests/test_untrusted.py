@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from audiodiff.cli import main
-from audiodiff.pretrained import load_any
-from audiodiff.train_cli import run_training
+from audiodiff.pipeline.audio_diffusion import load_any
+from audiodiff.training.run import run_training
 from conftest import make_tiny_model
 from test_interruption import ONE_THREAD
 from test_training import fast_args

@@ -11,8 +11,8 @@ import torch
 
 import audiodiff
 from audiodiff.cli import main
-from audiodiff.pretrained import load_model
-from audiodiff.vocoding import InputError, orient_mel, read_mel_file
+from audiodiff.pipeline.audio_diffusion import load_model
+from audiodiff.io.mel_files import InputError, orient_mel, read_mel_file
 from conftest import make_tiny_model, speech_like
 
 
@@ -213,7 +213,7 @@ def test_uncached_conditioning_gives_the_same_audio(tiny_model):
 
 
 def test_batches_respect_size_and_frame_budget():
-    from audiodiff.vocoding import VocodeItem, batches
+    from audiodiff.jobs.vocode import VocodeItem, batches
 
     items = [VocodeItem(f"x{k}", Path("x"), torch.zeros(80, frames)) for k, frames in enumerate([10, 10, 50, 10, 10, 10])]
     groups = [[index for index, _ in group] for group in batches(items, batch_size=3, max_frames=60)]

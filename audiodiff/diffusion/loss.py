@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from audiodiff.metrics import MRSTFT_RESOLUTIONS, mean_stft_distance
+from audiodiff.dsp.spectral import MRSTFT_RESOLUTIONS, mean_stft_distance
 
 DenoiseFn = Callable[[Tensor, Tensor], Tensor]
 #: ``x0_loss(predicted_x0 (B, T), audio (B, T)) -> (B,)``: an auxiliary loss on the clean-audio estimate.
@@ -42,7 +42,7 @@ def mrstft_loss(generated: Tensor, reference: Tensor,
     """Differentiable multi-resolution STFT loss (Parallel WaveGAN): ``(B, T)`` pair -> ``(B,)``.
 
     Per resolution spectral convergence + log-magnitude L1, averaged over resolutions: the
-    quantity :func:`audiodiff.metrics.multi_resolution_stft_distance` reports, with a
+    quantity :func:`audiodiff.dsp.spectral.multi_resolution_stft_distance` reports, with a
     magnitude that has a gradient at zero.
     """
     return mean_stft_distance(generated, reference, resolutions, _magnitude)

@@ -40,7 +40,7 @@ def _resolve_device(name: str) -> str:
 
 
 def _load_model(path: str, device: str = "cpu"):
-    from audiodiff.pretrained import load_any
+    from audiodiff.pipeline.audio_diffusion import load_any
 
     return load_any(path, device)
 
@@ -72,8 +72,8 @@ def cmd_vocode(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
-    from audiodiff.audio import save_audio
-    from audiodiff.vocoding import batches, drop_name_collisions, load_inputs, vocode_batch
+    from audiodiff.io.audio import save_audio
+    from audiodiff.jobs.vocode import batches, drop_name_collisions, load_inputs, vocode_batch
 
     chunk_seconds = _chunk_seconds(args.chunk_seconds)
     if args.threads:
@@ -137,8 +137,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
-    from audiodiff.audio import save_audio
-    from audiodiff.generating import generate_clips, plan_clips, resolve_labels, save_contact_sheet
+    from audiodiff.io.audio import save_audio
+    from audiodiff.jobs.generate import generate_clips, plan_clips, resolve_labels, save_contact_sheet
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -185,7 +185,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def _batch_progress(bar, clips, batch_size: int):
     """A sampler callback that advances ``bar`` by the size of the batch being sampled."""
-    from audiodiff.generating import batch_clips
+    from audiodiff.jobs.generate import batch_clips
 
     sizes = iter([len(b) for b in batch_clips(clips, max(1, batch_size))])
     state = {"size": 0}
@@ -200,7 +200,7 @@ def _batch_progress(bar, clips, batch_size: int):
 
 # -------------------------------------------------------------------- eval
 def cmd_eval(args: argparse.Namespace) -> int:
-    from audiodiff.evaluation import check_judges
+    from audiodiff.eval.evaluate import check_judges
 
     try:
         check_judges(args.judges or [])
@@ -219,7 +219,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def _score_folders(args: argparse.Namespace, ref_dir, gen_dir, sample_rate: int, mel_preset: str, title: str):
     """Pair, score and print one evaluation; returns the :class:`EvalResult`."""
-    from audiodiff.evaluation import evaluate_pairs, pair_files
+    from audiodiff.eval.evaluate import evaluate_pairs, pair_files
 
     pairing = pair_files(ref_dir, gen_dir)
     result = evaluate_pairs(pairing, sample_rate, mel_preset=mel_preset, judges=args.judges or (),
@@ -231,10 +231,11 @@ def _score_folders(args: argparse.Namespace, ref_dir, gen_dir, sample_rate: int,
 
 
 def _eval_folders(args: argparse.Namespace) -> int:
-    from audiodiff.audio import audio_info
-    from audiodiff.evaluation import list_audio_files, write_json
+    from audiodiff.io.audio import audio_info
+    from audiodiff.eval.evaluate import write_json
+    from audiodiff.io.audio_files import audio_files_by_name
 
-    refs = list_audio_files(args.ref)
+    refs = audio_files_by_name(args.ref)
     if not refs:
         raise CommandError(f"{args.ref}: no audio files", EXIT_USAGE)
     sample_rate = args.sample_rate or audio_info(next(iter(refs.values()))).sample_rate
@@ -248,7 +249,7 @@ def _eval_folders(args: argparse.Namespace) -> int:
 def _eval_model(args: argparse.Namespace) -> int:
     import torch
 
-    from audiodiff.evaluation import resynthesise_folder, write_json
+    from audiodiff.eval.evaluate import resynthesise_folder, write_json
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -284,7 +285,7 @@ def _eval_model(args: argparse.Namespace) -> int:
 
 def _floor_comparison(model_result, floor_result) -> str:
     """Mean of each metric for the model and the Griffin-Lim floor, and which is better."""
-    from audiodiff.evaluation import METRICS
+    from audiodiff.eval.evaluate import METRICS
 
     info = {m.key: m for m in METRICS}
     model_means, floor_means = model_result.means(), floor_result.means()
@@ -301,7 +302,7 @@ def _floor_comparison(model_result, floor_result) -> str:
 
 # --------------------------------------------------------------------- mel
 def cmd_mel(args: argparse.Namespace) -> int:
-    from audiodiff.audio import AudioError
+    from audiodiff.io.audio import AudioError
     from audiodiff.mel import MelSpectrogram, mel_preset
 
     overrides = {k: v for k, v in {
@@ -337,11 +338,11 @@ def _mel_of_file(path: Path, frontend):
     """The mel ``(n_mels, frames)`` float32 numpy array of the audio file ``path``.
 
     The audio is read at the front end's rate (a conversion is mentioned in one log line);
-    an :class:`~audiodiff.audio.AudioError` for a bad or too short file.
+    an :class:`~audiodiff.io.audio.AudioError` for a bad or too short file.
     """
     import numpy as np
 
-    from audiodiff.audio import AudioError, load_audio
+    from audiodiff.io.audio import AudioError, load_audio
 
     config = frontend.config
     audio, _ = load_audio(path, config.sample_rate, on_conversion=lambda note: log.info("%s: %s", _shown(path), note))
@@ -353,8 +354,8 @@ def _mel_of_file(path: Path, frontend):
 
 def _report_input_error(path: Path, error: Exception) -> None:
     """Print one ``error: <path>: <reason>`` line (the traceback too, as a debug log, with --verbose)."""
-    from audiodiff.audio import AudioError, one_line
-    from audiodiff.vocoding import InputError
+    from audiodiff.io.audio import AudioError, one_line
+    from audiodiff.io.mel_files import InputError
 
     line = str(error) if isinstance(error, (AudioError, InputError)) else f"{_shown(path)}: {one_line(error)}"
     print(f"error: {line}", file=sys.stderr)
@@ -362,8 +363,8 @@ def _report_input_error(path: Path, error: Exception) -> None:
 
 
 def _shown(path) -> str:
-    """``path`` as messages show it (see :func:`audiodiff.audio.display_path`)."""
-    from audiodiff.audio import display_path
+    """``path`` as messages show it (see :func:`audiodiff.io.audio.display_path`)."""
+    from audiodiff.io.audio import display_path
 
     return display_path(path)
 
@@ -371,7 +372,7 @@ def _shown(path) -> str:
 def _save_npy_atomic(path: Path, array) -> None:
     import numpy as np
 
-    from audiodiff.files import write_atomically
+    from audiodiff.io.files import write_atomically
 
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as handle:
@@ -382,7 +383,7 @@ def _save_npy_atomic(path: Path, array) -> None:
 
 # ----------------------------------------------------------- model files
 def cmd_info(args: argparse.Namespace) -> int:
-    from audiodiff.model import count_parameters
+    from audiodiff.network.diffwave import count_parameters
 
     model = _load_model(args.model)
     config = model.config.to_dict()
@@ -411,7 +412,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def _describe_schedule(stored) -> str:
     """``ddim, 4 steps, log-mel L1 0.4210 on held_out`` for a stored :class:`SamplingSchedule`."""
-    from audiodiff.schedule_search import SEARCH_METRICS
+    from audiodiff.jobs.search_schedule import SEARCH_METRICS
 
     text = f"{stored.sampler}, {stored.steps} steps"
     if stored.score is not None:
@@ -423,8 +424,8 @@ def _describe_schedule(stored) -> str:
 def cmd_search_schedule(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from audiodiff.pretrained import check_schedule_name, stored_float_dtype
-    from audiodiff.schedule_search import search_schedule
+    from audiodiff.pipeline.audio_diffusion import check_schedule_name, stored_float_dtype
+    from audiodiff.jobs.search_schedule import search_schedule
 
     _check_search_options(args)
     name = args.name or f"searched-{args.steps}"
@@ -470,7 +471,7 @@ def _check_search_options(args: argparse.Namespace) -> None:
 
 def _search_clips(args: argparse.Namespace, model) -> list:
     """The held-out crops of ``--data``; a missing folder or one without usable audio is one line."""
-    from audiodiff.schedule_search import read_clips
+    from audiodiff.jobs.search_schedule import read_clips
 
     try:
         clips = read_clips(args.data, model, count=args.clips, seconds=args.seconds,
@@ -485,7 +486,7 @@ def _search_clips(args: argparse.Namespace, model) -> list:
 def cmd_export(args: argparse.Namespace) -> int:
     import torch
 
-    from audiodiff.pretrained import load_checkpoint
+    from audiodiff.pipeline.audio_diffusion import load_checkpoint
 
     model = load_checkpoint(args.checkpoint)
     target = model.save(args.output, dtype=torch.float16 if args.half else None)
@@ -495,7 +496,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_import_diffwave(args: argparse.Namespace) -> int:
-    from audiodiff.pretrained import import_diffwave
+    from audiodiff.pipeline.audio_diffusion import import_diffwave
 
     model = import_diffwave(args.checkpoint)
     target = model.save(args.output)
@@ -505,14 +506,14 @@ def cmd_import_diffwave(args: argparse.Namespace) -> int:
 
 # -------------------------------------------------------------- train/demo
 def cmd_train(argv: Sequence[str]) -> int:
-    from audiodiff.train_cli import run_training
+    from audiodiff.training.run import run_training
 
     run_training(list(argv))
     return EXIT_OK
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from audiodiff.demo import run_demo, run_shipped_demo
+    from audiodiff.jobs.demo import run_demo, run_shipped_demo
 
     if args.train_minutes is not None:
         if args.train_minutes <= 0:
@@ -527,7 +528,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------ parser
 def _add_sampling_args(parser: argparse.ArgumentParser) -> None:
     samplers = ["fast", "ddpm", "ddim", "ddim-karras", "ddim-log-snr", "dpmpp-2m", "dpmpp-2m-karras",
-                "dpmpp-2m-log-snr"]  # audiodiff.pretrained.SAMPLERS, spelled out so --help needs no torch
+                "dpmpp-2m-log-snr"]  # audiodiff.pipeline.audio_diffusion.SAMPLERS, spelled out so --help needs no torch
     parser.add_argument("--sampler", default=None, choices=samplers,
                         help="fast: the model's 6-step schedule (default); ddpm: ancestral over training steps; "
                              "ddim, dpmpp-2m: deterministic DDIM / DPM-Solver++(2M) over evenly spaced training "
@@ -742,9 +743,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _one_line_errors() -> tuple[type[BaseException], ...]:
-    from audiodiff.audio import AudioError
-    from audiodiff.pretrained import ModelFileError
-    from audiodiff.vocoding import InputError
+    from audiodiff.io.audio import AudioError
+    from audiodiff.pipeline.audio_diffusion import ModelFileError
+    from audiodiff.io.mel_files import InputError
 
     return (CommandError, ModelFileError, AudioError, InputError, FileNotFoundError, ValueError)
 

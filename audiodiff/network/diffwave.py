@@ -4,7 +4,7 @@ The network predicts the noise ``eps`` in ``x_t = sqrt(abar_t) * x_0 + sqrt(1 - 
 given ``x_t``, a (possibly fractional) diffusion step ``t`` and, in conditional mode, a mel
 spectrogram. Layer for layer it is the network of the reference implementation (Kong et al.,
 2021; PyPI ``diffwave``), so reference checkpoints convert without loss
-(:func:`audiodiff.pretrained.import_diffwave`), but:
+(:func:`audiodiff.pipeline.audio_diffusion.import_diffwave`), but:
 
 * the mel upsampler's strides are derived from any hop length, not fixed at 16 x 16;
 * the mel conditioning (upsampling and the 1x1 projection into every block) is computed once
@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -371,28 +371,6 @@ class DiffWave(nn.Module):
 
     def forward(self, audio: Tensor, step: Tensor, mel: Tensor | None = None, labels: Tensor | None = None) -> Tensor:
         return self.denoise(audio, step, self.condition(mel, labels=labels))
-
-
-class WeightsByDtype:
-    """An inference engine's form of a network's weights, built by ``build(network, dtype)`` once
-    per (device the network is on, dtype) at first use; call it with the dtype."""
-
-    def __init__(self, network: nn.Module, build: Callable[[nn.Module, torch.dtype], Any]) -> None:
-        self.network, self.build = network, build
-        self._built: dict[tuple[torch.device, torch.dtype], Any] = {}
-
-    def __call__(self, dtype: torch.dtype) -> Any:
-        key = (next(self.network.parameters()).device, dtype)
-        if key not in self._built:
-            self._built[key] = self.build(self.network, dtype)
-        return self._built[key]
-
-
-def activation_dtype(device: torch.device) -> torch.dtype:
-    """The dtype of the active autocast on ``device`` (bf16/fp16), float32 outside autocast."""
-    if torch.is_autocast_enabled(device.type):
-        return torch.get_autocast_dtype(device.type)
-    return torch.float32
 
 
 def count_parameters(module: nn.Module) -> int:

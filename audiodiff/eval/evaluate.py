@@ -8,7 +8,7 @@ mels and a Griffin-Lim floor (:func:`griffin_lim`) from the same mels.
 
 Metrics (one :class:`PairScore` field each; ``None`` with a note when not computable). ``ref`` and
 ``gen`` are the two clips at the evaluation rate ``sr`` after trimming to the shorter one;
-"at 16 kHz" means both resampled with :func:`audiodiff.audio.resample` (soxr).
+"at 16 kHz" means both resampled with :func:`audiodiff.io.audio.resample` (soxr).
 
 ``pesq_wb``
     Wideband PESQ (ITU-T P.862.2), ``pesq.pesq(16000, ref, gen, "wb")`` at 16 kHz. MOS-LQO,
@@ -19,11 +19,11 @@ Metrics (one :class:`PairScore` field each; ``None`` with a note when not comput
     frames 40 dB below the reference's loudest). 0..1, 1 for identical signals. Not robust to a
     delay: 20 ms costs about 0.4 on speech.
 ``mrstft``
-    :func:`audiodiff.metrics.multi_resolution_stft_distance`: mean over the three Parallel
+    :func:`audiodiff.dsp.spectral.multi_resolution_stft_distance`: mean over the three Parallel
     WaveGAN resolutions of spectral convergence + mean ``|ln|S_ref| - ln|S_gen||``; 0 for
     identical signals, lower is better.
 ``mel_l1``
-    :func:`audiodiff.metrics.mel_l1_distance` of the log-mels of the named preset at ``sr``
+    :func:`audiodiff.dsp.spectral.mel_l1_distance` of the log-mels of the named preset at ``sr``
     (``mel_preset(name, sample_rate=sr)``): mean absolute difference in that preset's log units
     (natural log for ``hifigan``, [0, 1]-scaled dB/100 for ``diffwave``).
 ``mcd_db``
@@ -64,14 +64,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from audiodiff.audio import (
-    AUDIO_SUFFIXES, AudioError, PathLike, as_mono_array, display_path, load_audio, one_line, resample, save_audio,
+from audiodiff.io.audio import (
+    AudioError, PathLike, as_mono_array, display_path, load_audio, one_line, resample, save_audio,
 )
-from audiodiff.files import write_json  # noqa: F401 - part of this module's API
+from audiodiff.io.audio_files import audio_files_by_name
+from audiodiff.io.files import write_json  # noqa: F401 - part of this module's API
 from audiodiff.mel import MelConfig, MelSpectrogram, mel_preset as get_mel_preset
 
 if TYPE_CHECKING:
-    from audiodiff.pretrained import AudioDiffusion
+    from audiodiff.pipeline.audio_diffusion import AudioDiffusion
 
 #: Rate of PESQ, pyin and the judges.
 SPEECH_RATE = 16000
@@ -161,41 +162,13 @@ class Pairing:
     missing_ref: list[str] = field(default_factory=list)
 
 
-def list_audio_files(root: PathLike, exclude: PathLike | None = None) -> dict[str, Path]:
-    """Audio files under ``root`` (recursive) by name: relative path without the suffix.
-
-    Files with a suffix outside :data:`audiodiff.audio.AUDIO_SUFFIXES`, hidden files and files in
-    hidden folders are skipped, as is everything under ``exclude``. Raises ``FileNotFoundError``
-    for a missing folder and ``ValueError`` for a file given as folder, or for two files that
-    differ only in suffix (``a/x.wav`` and ``a/x.flac``).
-    """
-    root = Path(root)
-    if not root.exists():
-        raise FileNotFoundError(f"{root}: folder not found")
-    if not root.is_dir():
-        raise ValueError(f"{root}: is a file, not a folder")
-    skip = Path(exclude).resolve() if exclude is not None else None
-    found: dict[str, Path] = {}
-    for path in sorted(root.rglob("*")):
-        relative = path.relative_to(root)
-        if any(part.startswith(".") for part in relative.parts) or path.suffix.lower() not in AUDIO_SUFFIXES:
-            continue
-        if not path.is_file() or (skip is not None and path.resolve().is_relative_to(skip)):
-            continue
-        name = relative.with_suffix("").as_posix()
-        if name in found:
-            raise ValueError(f"{found[name]} and {path} have the same name {name!r}; keep one of them")
-        found[name] = path
-    return found
-
-
 def pair_files(ref_dir: PathLike, gen_dir: PathLike) -> Pairing:
-    """Pair the audio files of ``ref_dir`` and ``gen_dir`` by name (see :func:`list_audio_files`).
+    """Pair the audio files of ``ref_dir`` and ``gen_dir`` by name (see :func:`audiodiff.io.audio_files.audio_files_by_name`).
 
     ``ref/a/x.flac`` pairs with ``gen/a/x.wav``. Raises ``FileNotFoundError`` for a missing
     folder and ``ValueError`` when no file pairs up.
     """
-    refs, gens = list_audio_files(ref_dir), list_audio_files(gen_dir)
+    refs, gens = audio_files_by_name(ref_dir), audio_files_by_name(gen_dir)
     names = sorted(set(refs) & set(gens))
     if not names:
         raise ValueError(
@@ -211,7 +184,7 @@ def pair_files(ref_dir: PathLike, gen_dir: PathLike) -> Pairing:
 
 # ---------------------------------------------------------------- signal helpers
 def _to_rate(audio: np.ndarray, sample_rate: int, new_rate: int) -> np.ndarray:
-    """Resample ``(T,)`` with :func:`audiodiff.audio.resample` (float64 in and out)."""
+    """Resample ``(T,)`` with :func:`audiodiff.io.audio.resample` (float64 in and out)."""
     if sample_rate == new_rate or audio.size == 0:
         return audio
     return resample(torch.from_numpy(audio), sample_rate, new_rate).numpy()
@@ -374,7 +347,7 @@ def _mel_frontend(preset: str, sample_rate: int) -> MelSpectrogram:
 
 
 def _mrstft(reference: np.ndarray, generated: np.ndarray) -> float:
-    from audiodiff.metrics import MRSTFT_RESOLUTIONS, multi_resolution_stft_distance
+    from audiodiff.dsp.spectral import MRSTFT_RESOLUTIONS, multi_resolution_stft_distance
 
     longest = max(n_fft for n_fft, _, _ in MRSTFT_RESOLUTIONS)
     if len(reference) <= longest // 2:
@@ -384,7 +357,7 @@ def _mrstft(reference: np.ndarray, generated: np.ndarray) -> float:
 
 
 def _mel_l1(reference: np.ndarray, generated: np.ndarray, sample_rate: int, preset: str) -> float:
-    from audiodiff.metrics import mel_l1_distance
+    from audiodiff.dsp.spectral import mel_l1_distance
 
     frontend = _mel_frontend(preset, sample_rate)
     if len(reference) < frontend.config.n_fft:
@@ -781,7 +754,7 @@ def evaluate_pairs(
 ) -> EvalResult:
     """Score every pair of ``pairing`` with :func:`score_pair`, both files loaded at ``sample_rate``.
 
-    Files are read with :func:`audiodiff.audio.load_audio` (downmixed, resampled). A file that
+    Files are read with :func:`audiodiff.io.audio.load_audio` (downmixed, resampled). A file that
     cannot be read (or scored) becomes one error line in its row, also passed to ``on_error``;
     the other pairs go on. A file that reading converts (another rate, stereo, 24-bit, a float
     peak beyond 1) gets a note saying so. ``progress`` shows a tqdm bar on stderr.
@@ -835,12 +808,12 @@ def griffin_lim(mel: Tensor | np.ndarray, mel_config: MelConfig, n_iter: int = 6
 
     ``mel`` ``(n_mels, frames)`` or ``(B, n_mels, frames)`` -> float32 CPU audio ``(frames * hop,)``
     or ``(B, frames * hop)``. The linear magnitude comes from :func:`mel_to_linear`, the phase from
-    :func:`audiodiff.griffin_lim.fast_griffin_lim` (momentum 0.99, Hann window, the preset's
+    :func:`audiodiff.dsp.griffin_lim.fast_griffin_lim` (momentum 0.99, Hann window, the preset's
     n_fft / hop / win, random initial phase drawn from ``seed``). ``hifigan`` frames are
     centred on ``(i + 1/2) * hop`` (reflect padding of ``(n_fft - hop) / 2``, ``center=False``),
     Griffin-Lim's on ``i * hop``, so its output is shifted by half a hop.
     """
-    from audiodiff.griffin_lim import fast_griffin_lim
+    from audiodiff.dsp.griffin_lim import fast_griffin_lim
 
     mel = torch.as_tensor(mel)
     frames, hop = mel.shape[-1], mel_config.hop_length
@@ -895,7 +868,7 @@ def resynthesise_folder(
 ) -> ResynthesisReport:
     """Resynthesise every audio file of ``data_dir`` with ``model`` for scoring.
 
-    Each file (named as in :func:`list_audio_files`; ``out_dir`` is skipped if it lies inside
+    Each file (named as in :func:`audiodiff.io.audio_files.audio_files_by_name`; ``out_dir`` is skipped if it lies inside
     ``data_dir``) is loaded at the model's rate, turned into ``model.mel`` ``(1, n_mels, frames)``
     and written as 16-bit wavs of ``frames * hop`` samples: ``out_dir/reference/<name>.wav``
     (the input trimmed), ``out_dir/model/<name>.wav`` (``model.vocode`` with ``sampler``,
@@ -912,7 +885,7 @@ def resynthesise_folder(
     model.sigmas(sampler, steps)  # a bad sampler or step count is a usage error, not one per file
     out_dir = Path(out_dir)
     report = ResynthesisReport(out_dir=out_dir)
-    files = list_audio_files(data_dir, exclude=out_dir)
+    files = audio_files_by_name(data_dir, exclude=out_dir)
     bar = tqdm(sorted(files.items()), desc="resynthesising", unit="file", disable=not progress)
     for k, (name, path) in enumerate(bar):
         targets = {"reference": report.reference_dir, "model": report.model_dir}

@@ -11,28 +11,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
-import numpy as np
 import torch
 from torch import Tensor
 
-from audiodiff.audio import AudioError, check_readable_file, display_path, one_line
+from audiodiff.io.audio import AudioError, display_path
 from audiodiff.mel import describe_range_mismatch
-from audiodiff.pretrained import AudioDiffusion
-from audiodiff.safe_load import describe_load_error
+from audiodiff.pipeline.audio_diffusion import AudioDiffusion
+from audiodiff.io.mel_files import MEL_SUFFIXES, InputError, read_mel_file
 
 log = logging.getLogger("audiodiff.vocode")
-
-MEL_SUFFIXES = (".npy", ".npz", ".pt", ".pth")
-
-
-class InputError(ValueError):
-    """One input that cannot be vocoded; ``str()`` is ``"<path>: <reason>"``, on one line."""
-
-    def __init__(self, path: str | Path, reason: str) -> None:
-        self.path = str(path)
-        self.reason = one_line(reason)
-        super().__init__(f"{display_path(path)}: {self.reason}")
-
 
 @dataclass
 class VocodeItem:
@@ -43,83 +30,10 @@ class VocodeItem:
     mel: Tensor
 
 
-def orient_mel(array: np.ndarray | Tensor, n_mels: int, source: str | Path = "<mel>") -> Tensor:
-    """Bring a mel in any accepted layout to ``(B, n_mels, frames)`` float32.
-
-    Accepts ``(n_mels, T)``, ``(T, n_mels)``, and either with a leading batch axis. The
-    orientation is chosen by which axis has ``n_mels`` entries; ``(n_mels, n_mels)`` is read
-    as ``(n_mels, T)``.
-    """
-    mel = torch.as_tensor(np.asarray(array)) if not isinstance(array, Tensor) else array
-    shape = tuple(mel.shape)
-    if not mel.is_floating_point():
-        raise InputError(source, f"mel has integer/bool dtype {mel.dtype}; expected floating point values "
-                                 "(a mel is float32 log-magnitudes)")
-    if mel.dim() not in (2, 3):
-        raise InputError(
-            source, f"mel has shape {shape}; expected ({n_mels}, frames) or (frames, {n_mels}), optionally batched"
-        )
-    if mel.dim() == 2:
-        mel = mel.unsqueeze(0)
-    if mel.shape[1] == n_mels:
-        pass
-    elif mel.shape[2] == n_mels:
-        mel = mel.transpose(1, 2)
-    else:
-        raise InputError(source, f"mel has shape {shape} but the model expects {n_mels} mel bins")
-    if mel.shape[-1] == 0 or mel.shape[0] == 0:
-        raise InputError(source, f"mel has shape {shape}: no frames")
-    mel = mel.float().contiguous()
-    if not torch.isfinite(mel).all():
-        raise InputError(source, "mel contains NaN or Inf values")
-    return mel
-
-
-#: How a .npy file begins (numpy.lib.format.MAGIC_PREFIX).
-NPY_MAGIC = b"\x93NUMPY"
-
-
-def _read_mel_array(path: Path) -> np.ndarray | Tensor:
-    try:
-        check_readable_file(path, "a mel file")
-    except AudioError as error:
-        raise InputError(path, error.reason) from None
-    if path.suffix == ".npy":
-        with open(path, "rb") as handle:
-            if handle.read(len(NPY_MAGIC)) != NPY_MAGIC:
-                raise InputError(path, "not a .npy file (no NumPy header); write mels with numpy.save")
-        return np.load(path, allow_pickle=False)
-    if path.suffix == ".npz":
-        with np.load(path, allow_pickle=False) as archive:
-            keys = list(archive.keys())
-            key = "mel" if "mel" in keys else keys[0] if len(keys) == 1 else None
-            if key is None:
-                raise InputError(path, f"npz holds arrays {keys}; name the mel 'mel' or store only one")
-            return archive[key]
-    data = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(data, dict):
-        data = data.get("mel")
-    if not isinstance(data, Tensor):
-        raise InputError(path, "a .pt mel file must hold a tensor or a dict with a 'mel' tensor")
-    return data
-
-
-def read_mel_file(path: str | Path, n_mels: int) -> Tensor:
-    """A mel file (``.npy``, ``.npz``, ``.pt``) as ``(B, n_mels, frames)``; :class:`InputError` if unusable."""
-    path = Path(path)
-    try:
-        array = _read_mel_array(path)
-    except InputError:
-        raise
-    except Exception as error:  # noqa: BLE001 - numpy/torch raise many types on bad files
-        raise InputError(path, f"cannot read mel file ({describe_load_error(error)})") from None
-    return orient_mel(array, n_mels, path)
-
-
 def load_inputs(paths: Sequence[str | Path], model: AudioDiffusion, on_error: Callable[[InputError], None]) -> list[VocodeItem]:
     """Mels from mel files, or computed from audio files (resynthesis). Bad inputs go to ``on_error``;
     a conversion of an audio file (stereo, another rate, ...) is mentioned in one log line."""
-    from audiodiff.audio import load_audio
+    from audiodiff.io.audio import load_audio
 
     items: list[VocodeItem] = []
     for raw in paths:

@@ -61,7 +61,7 @@ def save_figure(path: str | Path, fig) -> Path:
     """Write a matplotlib figure as a PNG atomically (temporary file, then rename); closes it."""
     import matplotlib.pyplot as plt
 
-    from audiodiff.files import write_atomically
+    from audiodiff.io.files import write_atomically
 
     try:
         return write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))

@@ -40,7 +40,8 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
-from audiodiff.model import Conditioning, DiffWave, ProjectedPerStep, WeightsByDtype, activation_dtype
+from audiodiff.engines.weights import WeightsByDtype, activation_dtype
+from audiodiff.network.diffwave import Conditioning, DiffWave, ProjectedPerStep
 
 #: ``u`` is multiplied by ``1 / 16`` after every 8th block (``sqrt(2)^8 = 16``, a power of two).
 RESCALE_EVERY = 8

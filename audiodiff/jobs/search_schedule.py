@@ -43,9 +43,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from audiodiff.audio import AudioError, audio_info, load_audio
+from audiodiff.io.audio import AudioError, audio_info, load_audio
 from audiodiff.diffusion.schedule import NoiseSchedule, karras_sigmas, log_snr_sigmas
-from audiodiff.pretrained import AudioDiffusion, SamplingSchedule
+from audiodiff.pipeline.audio_diffusion import AudioDiffusion, SamplingSchedule
 
 #: Metrics a search can minimise: log-mel L1 (in the model's mel preset) and MR-STFT distance.
 SEARCH_METRICS = {"mel": "log-mel L1", "mrstft": "MR-STFT"}
@@ -116,14 +116,14 @@ def read_clips(
 ) -> list[Tensor]:
     """Centre crops of up to ``seconds`` of the first ``count`` usable audio files of ``folder``.
 
-    Files are taken in name order (as :func:`audiodiff.evaluation.list_audio_files` names them)
+    Files are taken in name order (as :func:`audiodiff.io.audio_files.audio_files_by_name` names them)
     and read at the model's rate; each crop ``(T_k,)`` is a whole number of hops long. A file that
     cannot be read or is too short is passed to ``on_skip`` as one line and skipped. Raises
     ``FileNotFoundError`` / ``ValueError`` for a missing folder or one without audio files.
     """
-    from audiodiff.evaluation import list_audio_files
+    from audiodiff.io.audio_files import audio_files_by_name
 
-    files = list_audio_files(folder)
+    files = audio_files_by_name(folder)
     if not files:
         raise ValueError(f"{folder}: no audio files")
     clips: list[Tensor] = []
@@ -162,8 +162,8 @@ class ClipScorer:
 
     def __init__(self, model: AudioDiffusion, clips: Sequence[Tensor], metric: str = "mel", seed: int = 0,
                  precision: str = "fp32") -> None:
-        from audiodiff.pretrained import DEFAULT_CONDITIONING_BUDGET
-        from audiodiff.vocoding import pad_mels
+        from audiodiff.pipeline.audio_diffusion import DEFAULT_CONDITIONING_BUDGET
+        from audiodiff.jobs.vocode import pad_mels
 
         if metric not in SEARCH_METRICS:
             raise ValueError(f"unknown metric {metric!r}; choose one of {list(SEARCH_METRICS)}")
@@ -204,7 +204,7 @@ class ClipScorer:
 def _metric_function(model: AudioDiffusion, metric: str) -> Callable[[Tensor, Tensor], float]:
     """``distance(generated (T,), reference (T,)) -> float``, the way ``audiodiff eval`` measures it."""
     from audiodiff.mel import MelSpectrogram, mel_preset
-    from audiodiff.metrics import mel_l1_distance, multi_resolution_stft_distance
+    from audiodiff.dsp.spectral import mel_l1_distance, multi_resolution_stft_distance
 
     if metric == "mrstft":
         return lambda gen, ref: float(multi_resolution_stft_distance(gen, ref)[0])

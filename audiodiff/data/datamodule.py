@@ -35,13 +35,14 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from .audio import (
+from audiodiff.io.audio import (
     AUDIO_SUFFIXES, CONVERTED_SAMPLE_FORMATS, AudioError, PathLike, audio_info, display_path, load_audio,
     peak_amplitude, samples_at_rate,
 )
-from .files import write_atomically
+from audiodiff.io.audio_files import find_audio_files
+from audiodiff.io.files import write_atomically
 
-log = logging.getLogger("audiodiff.data")
+log = logging.getLogger("audiodiff.data.datamodule")
 
 CACHE_VERSION = 2  # 2: FileCheck.subtype
 #: Show a progress bar when more files than this need checking.
@@ -56,31 +57,6 @@ T = TypeVar("T")
 
 
 # --------------------------------------------------------------------------- file lists
-
-
-def find_audio_files(root: PathLike) -> list[Path]:
-    """All files under ``root`` (recursively, following symlinks) with a suffix in AUDIO_SUFFIXES.
-
-    Sorted. Hidden files and folders (names starting with ``.``, e.g. macOS ``._x.wav``
-    resource forks) are ignored.
-    """
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"data folder {root} does not exist or is not a folder")
-    found: list[Path] = []
-    visited: set[str] = set()
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        real = os.path.realpath(dirpath)
-        if real in visited:  # a symlink loop
-            dirnames[:] = []
-            continue
-        visited.add(real)
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        found.extend(
-            Path(dirpath) / name for name in filenames
-            if not name.startswith(".") and Path(name).suffix.lower() in AUDIO_SUFFIXES
-        )
-    return sorted(found)
 
 
 def read_filelist(path: PathLike) -> list[Path]:
@@ -260,7 +236,7 @@ def describe_conversions(checks: Sequence[FileCheck], sample_rate: int) -> str |
     parts += [f"{_files(n)} of {kind} samples read as float32" for kind, n in sorted(formats.items())]
     if downmixed := sum(c.channels > 1 for c in checks):
         parts.append(f"{_files(downmixed)} downmixed to mono")
-    if loud := sum(c.peak > 1.0 for c in checks):  # used as is: see audiodiff.audio.describe_conversion
+    if loud := sum(c.peak > 1.0 for c in checks):  # used as is: see audiodiff.io.audio.describe_conversion
         parts.append(f"{_files(loud)} with peaks beyond full scale (1.0) used as is")
     return ", ".join(parts) or None
 
@@ -608,7 +584,7 @@ class AudioDataModule(pl.LightningDataModule):
         resident: Decode the training files once at setup and keep them in memory; crops are
             then cut on the model's device (the GPU) from positions drawn as for ``resident:
             false``: the same crops, without loader workers or disk reads per step (see
-            :mod:`audiodiff.resident`). Needs the training audio to fit in device memory
+            :mod:`audiodiff.data.resident`). Needs the training audio to fit in device memory
             (70 minutes at 22.05 kHz: 370 MB in float32). Validation clips are read as before.
         resident_dtype: ``float32`` or ``float16`` (half the memory, rounding error about 3e-4
             of each sample's magnitude) for the resident audio.
@@ -674,7 +650,7 @@ class AudioDataModule(pl.LightningDataModule):
         self.balance_classes = balance_classes
         self.resident = resident
         self.resident_dtype = resident_dtype
-        self.resident_audio: Any = None  # audiodiff.resident.ResidentAudio when resident
+        self.resident_audio: Any = None  # audiodiff.data.resident.ResidentAudio when resident
         self._listing: tuple[list[Path], Path, dict[Path, str] | None] | None = None
         self.scan_result: ScanResult | None = None
         self.train_set: CropDataset | None = None
@@ -800,8 +776,8 @@ class AudioDataModule(pl.LightningDataModule):
         self.val_set = ClipDataset(val, self.sample_rate, self.hop_length, self.val_seconds) if val else None
 
     def _resident_positions(self, train: Sequence[AudioFile]) -> CropDataset:
-        """Decode ``train`` into memory (:class:`~audiodiff.resident.ResidentAudio`); its crop positions."""
-        from .resident import RESIDENT_DTYPES, CropPositions, ResidentAudio
+        """Decode ``train`` into memory (:class:`~audiodiff.data.resident.ResidentAudio`); its crop positions."""
+        from audiodiff.data.resident import RESIDENT_DTYPES, CropPositions, ResidentAudio
 
         self.resident_audio = ResidentAudio(train, self.sample_rate, self.crop_samples,
                                             RESIDENT_DTYPES[self.resident_dtype])
@@ -814,7 +790,7 @@ class AudioDataModule(pl.LightningDataModule):
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """With ``resident``, a training batch of crop positions becomes ``{"audio": (B, crop)}``
         (plus ``"label"``), cut on the device the batch was moved to."""
-        from .resident import crops_from_positions, is_position_batch
+        from audiodiff.data.resident import crops_from_positions, is_position_batch
 
         if self.resident_audio is not None and is_position_batch(batch):
             return crops_from_positions(batch, self.resident_audio, self.crop_samples)

@@ -1,6 +1,6 @@
 """The Lightning module that trains a DiffWave denoiser.
 
-EMA weights come from :class:`audiodiff.callbacks.EMA`, a Lightning ``WeightAveraging``
+EMA weights come from :class:`audiodiff.training.callbacks.EMA`, a Lightning ``WeightAveraging``
 callback (see the ``configs/``): it swaps the averaged weights in for validation and stores
 them as the checkpoint's ``state_dict``, which is what ``audiodiff export`` writes.
 """
@@ -18,9 +18,9 @@ from audiodiff.diffusion.loss import epsilon_loss, spectral_x0_loss
 from audiodiff.diffusion.prior import EnergyPrior
 from audiodiff.diffusion.schedule import SCHEDULES
 from audiodiff.mel import mel_preset
-from audiodiff.metrics import mel_l1_distance, multi_resolution_stft_distance
-from audiodiff.model import denoiser_config
-from audiodiff.pretrained import CHECKPOINT_CONFIG_KEY, AudioDiffusion, ModelConfig, ModelFileError, load_any
+from audiodiff.dsp.spectral import mel_l1_distance, multi_resolution_stft_distance
+from audiodiff.network.diffwave import denoiser_config
+from audiodiff.pipeline.audio_diffusion import CHECKPOINT_CONFIG_KEY, AudioDiffusion, ModelConfig, ModelFileError, load_any
 
 #: Checkpoint key of the training steps the ``init_from`` model had before this run.
 INITIAL_STEP_KEY = "audiodiff_initial_step"
@@ -77,7 +77,7 @@ def model_hop_length(mel_preset_name: str, mel_overrides: dict[str, Any] | None)
 
 
 class DiffusionModule(pl.LightningModule):
-    """Trains :class:`~audiodiff.pretrained.AudioDiffusion` with the epsilon-prediction loss.
+    """Trains :class:`~audiodiff.pipeline.audio_diffusion.AudioDiffusion` with the epsilon-prediction loss.
 
     Args:
         size: Network size: ``tiny``, ``base`` (DiffWave BASE, 2.6 M parameters) or ``large``.
@@ -162,7 +162,7 @@ class DiffusionModule(pl.LightningModule):
     def _load_initial_weights(self, path: str) -> int:
         """Copy the weights of the model at ``path`` into the network; returns its training steps.
 
-        Raises :class:`~audiodiff.pretrained.ModelFileError` when the file is unreadable or its
+        Raises :class:`~audiodiff.pipeline.audio_diffusion.ModelFileError` when the file is unreadable or its
         configuration differs from the recipe's (naming the fields that differ).
         """
         source = load_any(path)
@@ -280,7 +280,7 @@ class DiffusionModule(pl.LightningModule):
         experiment = getattr(self.logger, "experiment", None)
         if self.global_rank != 0 or not hasattr(experiment, "add_audio"):
             return
-        from audiodiff.figures import mel_comparison_figure
+        from audiodiff.io.figures import mel_comparison_figure
 
         step = self.global_step
         if self.current_epoch == 0 or step == 0:

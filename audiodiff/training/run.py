@@ -8,7 +8,7 @@ Callbacks (EMA weights, checkpoints) are part of each recipe in ``configs/``; a 
 an EMA callback is warned that export will write the raw weights.
 
 Checkpoints are written atomically (temporary file, fsync, rename) by
-:class:`~audiodiff.checkpoint_io.AtomicCheckpointIO`, which replaces Lightning's default writer
+:class:`~audiodiff.training.checkpoint_io.AtomicCheckpointIO`, which replaces Lightning's default writer
 whatever the recipe; ``--trainer.plugins`` still takes precision plugins and the like, and a
 ``CheckpointIO`` given there is used instead. ``--ckpt_path`` is read with
 ``torch.load(weights_only=True)``: a checkpoint that would run code is refused with one line.
@@ -23,10 +23,10 @@ from typing import Any, Sequence
 from pytorch_lightning import Trainer
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
-from audiodiff.checkpoint_io import use_atomic_checkpoints
-from audiodiff.data import AudioDataModule
-from audiodiff.pretrained import ModelFileError
-from audiodiff.training import DiffusionModule, model_hop_length, model_sample_rate
+from audiodiff.training.checkpoint_io import use_atomic_checkpoints
+from audiodiff.data.datamodule import AudioDataModule
+from audiodiff.pipeline.audio_diffusion import ModelFileError
+from audiodiff.training.module import DiffusionModule, model_hop_length, model_sample_rate
 
 
 class AudioDiffCLI(LightningCLI):

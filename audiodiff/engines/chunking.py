@@ -24,7 +24,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from audiodiff.model import DenoiserConfig, DiffWave
+from audiodiff.network.diffwave import DenoiserConfig, DiffWave
 
 #: Mel frames on each side of a window that the upsampler's transposed convolutions need
 #: (each of its two stages of stride ``s`` has a kernel of ``2 s``: one frame per side each).

@@ -15,7 +15,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 from torch import Tensor
 
-from audiodiff.pretrained import AudioDiffusion
+from audiodiff.pipeline.audio_diffusion import AudioDiffusion
 
 UNCONDITIONAL_NAME = "sample"
 
@@ -95,7 +95,7 @@ def save_contact_sheet(path: str | Path, clips: Sequence[tuple[Clip, Tensor]], s
     """A PNG grid of the clips' log-mel spectrograms (80 bins up to Nyquist, hop 256)."""
     import torch
 
-    from audiodiff.figures import contact_sheet_figure, save_figure
+    from audiodiff.io.figures import contact_sheet_figure, save_figure
     from audiodiff.mel import MelSpectrogram, mel_preset
 
     config = mel_preset("hifigan", sample_rate=sample_rate, f_max=None)

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from audiodiff.files import unreadable_reason, write_atomically
+from audiodiff.io.files import unreadable_reason, write_atomically
 
 if TYPE_CHECKING:
     import soundfile

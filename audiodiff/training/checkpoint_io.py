@@ -2,13 +2,13 @@
 
 :class:`AtomicCheckpointIO` is the checkpoint writer of ``audiodiff train``: each checkpoint is
 written to a temporary file beside its destination, flushed to disk and renamed onto it
-(:func:`audiodiff.files.write_atomically`), so a crash, ``kill -9`` or power cut leaves the old
+(:func:`audiodiff.io.files.write_atomically`), so a crash, ``kill -9`` or power cut leaves the old
 ``last.ckpt`` or the new one, never a truncated file. (Lightning's own writer moves a temporary
 file into place too, but does not flush it to disk first.) Temporaries left behind by a killed
 run are removed by the next run that writes into the same folder.
 
 Checkpoints are read with ``torch.load(weights_only=True)``: a ``--ckpt_path`` that would run
-code when unpickled is refused with a one-line :class:`~audiodiff.pretrained.ModelFileError`.
+code when unpickled is refused with a one-line :class:`~audiodiff.pipeline.audio_diffusion.ModelFileError`.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from pytorch_lightning import Trainer
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 from pytorch_lightning.plugins.io.wrapper import _WrappingCheckpointIO
 
-from audiodiff.files import write_atomically
-from audiodiff.pretrained import load_weights_only
+from audiodiff.io.files import write_atomically
+from audiodiff.pipeline.audio_diffusion import load_weights_only
 
 #: What :func:`write_atomically` names the temporary of a checkpoint ``<name>.ckpt``.
 STALE_TEMPORARIES = ".*.ckpt.*.tmp"
@@ -54,7 +54,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         """The checkpoint at ``path``, read onto the CPU (Lightning moves the states to the device).
 
         A missing file, or a pickle that would import anything besides tensors and plain types,
-        raises a one-line :class:`~audiodiff.pretrained.ModelFileError` naming the file.
+        raises a one-line :class:`~audiodiff.pipeline.audio_diffusion.ModelFileError` naming the file.
         """
         if weights_only is False or _is_remote(path):
             return super().load_checkpoint(path, weights_only=weights_only is not False)

@@ -18,7 +18,7 @@ blocks through a scratch tile of its own and adds the skips into ``skip_sum`` on
 moves the bytes of one block.
 Grouping is experimental: checked here in the interpreter, not yet timed on a GPU.
 
-:class:`FusedDenoiser` runs :meth:`audiodiff.model.DiffWave.denoise` with one such kernel per
+:class:`FusedDenoiser` runs :meth:`audiodiff.network.diffwave.DiffWave.denoise` with one such kernel per
 block and the same inputs, so every sampler, the chunked path and classifier-free guidance use it
 unchanged (``AudioDiffusion.fuse_denoiser()``, CLI ``--engine fused``). It is for inference on CUDA in
 bf16/fp16 (the activations are stored in that dtype, as under autocast; the gate and all sums are
@@ -39,7 +39,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from audiodiff.model import Conditioning, DiffWave, ProjectedPerStep, WeightsByDtype, activation_dtype
+from audiodiff.engines.weights import WeightsByDtype, activation_dtype
+from audiodiff.network.diffwave import Conditioning, DiffWave, ProjectedPerStep
 
 #: ``cond_mode`` of the kernel: no per-sample conditioning (unconditional or class: a per-row
 #: bias), a cached per-block projection ``(B, 2C, T)``, or the upsampled mel ``(B, n_mels, T)``.

@@ -33,17 +33,17 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from audiodiff.chunking import chunk_frames_for, chunked_eps_fn, default_chunk_seconds
-from audiodiff.files import unreadable_reason, write_atomically
+from audiodiff.engines.chunking import chunk_frames_for, chunked_eps_fn, default_chunk_seconds
+from audiodiff.io.files import unreadable_reason, write_atomically
 from audiodiff.diffusion.prior import EnergyPrior
 from audiodiff.diffusion.sampling import SAMPLER_FUNCTIONS, EpsFn, classifier_free_guidance
 from audiodiff.diffusion.schedule import (NoiseSchedule, ScheduleConfig, karras_sigmas, log_snr_sigmas,
                                          sigmas_from_betas)
 from audiodiff.mel import MelConfig, MelSpectrogram, mel_preset
-from audiodiff.model import Conditioning, DenoiserConfig, DiffWave
+from audiodiff.network.diffwave import Conditioning, DenoiserConfig, DiffWave
 
 if TYPE_CHECKING:
-    from audiodiff.fused import Launch
+    from audiodiff.engines.fused import Launch
 
 FORMAT_NAME = "audiodiff"
 CHECKPOINT_CONFIG_KEY = "audiodiff_config"
@@ -316,15 +316,15 @@ class AudioDiffusion(nn.Module):
     def fuse_denoiser(self, launch: Launch | str | None = None, read_mel: bool = True) -> "AudioDiffusion":
         """Sample with fused Triton kernels, one per residual block, from now on (returns ``self``).
 
-        CUDA only (:mod:`audiodiff.fused`); fastest with ``precision="bf16"``. A model that cannot
+        CUDA only (:mod:`audiodiff.engines.fused`); fastest with ``precision="bf16"``. A model that cannot
         use them (no CUDA, no Triton, channels not a power of two) raises ``RuntimeError`` saying
         why. The weights are read at the first call: fuse again after changing them. ``launch``
-        (a :class:`audiodiff.fused.Launch` or its text, e.g. ``"128x8"``) overrides the default.
+        (a :class:`audiodiff.engines.fused.Launch` or its text, e.g. ``"128x8"``) overrides the default.
         With ``read_mel`` (default) the kernels project the upsampled mel themselves at every step
         instead of reading cached per-block projections: less memory, and faster (see
         ``benchmarks/RESULTS.md``).
         """
-        from audiodiff.fused import FusedDenoiser, Launch
+        from audiodiff.engines.fused import FusedDenoiser, Launch
 
         chosen = Launch.parse(launch) if isinstance(launch, str) else launch or Launch()
         self._denoise = FusedDenoiser(self.network, chosen, read_mel)
@@ -333,12 +333,12 @@ class AudioDiffusion(nn.Module):
     def fold_denoiser(self) -> "AudioDiffusion":
         """Sample with the folded engine from now on (returns ``self``): the fastest on a CPU.
 
-        :class:`audiodiff.folded.FoldedDenoiser` runs the residual blocks as time-major matrix
+        :class:`audiodiff.engines.folded.FoldedDenoiser` runs the residual blocks as time-major matrix
         products with scales and biases folded into the weights: the same function up to float
         rounding, in fewer and faster operations (speed and quality in ``benchmarks/RESULTS.md``).
         The weights are read at the first call: fold again after changing them.
         """
-        from audiodiff.folded import FoldedDenoiser
+        from audiodiff.engines.folded import FoldedDenoiser
 
         self._denoise = FoldedDenoiser(self.network)
         return self
@@ -562,7 +562,7 @@ class AudioDiffusion(nn.Module):
         A mel up to ``chunk_seconds`` long is conditioned once; its per-block projections are
         cached while they fit ``conditioning_budget`` bytes (base: about 15 kB per output
         sample), else recomputed at each step. A longer one is synthesised in chunks of
-        ``chunk_seconds`` with overlapping windows (:mod:`audiodiff.chunking`): the same audio up
+        ``chunk_seconds`` with overlapping windows (:mod:`audiodiff.engines.chunking`): the same audio up
         to float rounding, in memory that grows by a few ``(B, T)`` float buffers rather than by
         kilobytes per sample. ``"auto"`` is 2 s on a CPU (faster than one piece there) and 30 s
         on a GPU; ``None`` never chunks. An int ``seed`` gives batch row ``k`` the seed
@@ -575,7 +575,7 @@ class AudioDiffusion(nn.Module):
         if self.mel_frontend is None:
             raise ValueError("this model is unconditional; use generate()")
         self.autocast(precision)  # an unknown precision fails before any work
-        from audiodiff.vocoding import orient_mel  # vocoding imports this module
+        from audiodiff.io.mel_files import orient_mel
 
         mel = orient_mel(mel, self.config.denoiser.n_mels, "mel").to(self.device)
         shape = (mel.shape[0], mel.shape[-1] * self.hop_length)
@@ -775,7 +775,7 @@ def shipped_model_path(name: str) -> Path:
     """The file of the shipped model ``name`` (a key of :data:`SHIPPED_MODELS`)."""
     if name not in SHIPPED_MODELS:
         raise ValueError(f"no shipped model {name!r}; shipped: {', '.join(SHIPPED_MODELS)}")
-    return Path(__file__).resolve().parent / "models" / f"{name}.safetensors"
+    return Path(__file__).resolve().parents[1] / "models" / f"{name}.safetensors"  # audiodiff/models/
 
 
 def resolve_model_path(path_or_name: str | os.PathLike) -> Path:
@@ -824,7 +824,7 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     """Rebuild the model from a Lightning training checkpoint (``.ckpt``).
 
     Takes the checkpoint's ``state_dict``, which holds the EMA weights when training used the
-    ``audiodiff.callbacks.EMA`` callback (all shipped recipes do). Read with ``weights_only=True``.
+    ``audiodiff.training.callbacks.EMA`` callback (all shipped recipes do). Read with ``weights_only=True``.
     """
     checkpoint = load_weights_only(path)
     if not isinstance(checkpoint, dict) or CHECKPOINT_CONFIG_KEY not in checkpoint:
@@ -852,7 +852,7 @@ def load_weights_only(path: str | os.PathLike) -> Any:
     """``torch.load(weights_only=True)`` with one-line errors: a pickle that would run code is refused."""
     import zipfile
 
-    from audiodiff.safe_load import describe_load_error
+    from audiodiff.io.safe_load import describe_load_error
 
     path = Path(path)
     _check_model_file(path)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]  # audiodiff/jobs/demo.py -> the repository
 DEFAULT_CLIP = REPO_ROOT / "tests" / "data" / "speech-cs-22k.ogg"
 TINY_CONFIG = REPO_ROOT / "configs" / "tiny-cpu.yaml"
 
@@ -26,7 +26,7 @@ def _max_time(minutes: float) -> str:
 
 def train_tiny(clip: Path, out_dir: Path, minutes: float, seed: int):
     """Fit ``tiny-cpu`` on ``clip`` for ``minutes``; returns the trained (EMA) :class:`AudioDiffusion`."""
-    from audiodiff.train_cli import run_training
+    from audiodiff.training.run import run_training
 
     if not TINY_CONFIG.is_file():
         raise FileNotFoundError(f"{TINY_CONFIG}: the demo runs from a source checkout (configs/ not found)")
@@ -58,8 +58,8 @@ def run_shipped_demo(out_dir: Path, model_name: str | None = None, inputs: list[
     import torch
 
     from audiodiff.examples import example_files
-    from audiodiff.pretrained import load_model
-    from audiodiff.vocoding import read_mel_file
+    from audiodiff.pipeline.audio_diffusion import load_model
+    from audiodiff.io.mel_files import read_mel_file
 
     model = load_model(model_name).fold_denoiser()  # the CLI's engine on a CPU
     inputs = list(inputs) if inputs else example_files()
@@ -116,7 +116,7 @@ def _demo_metrics() -> tuple[tuple[str, str, bool], ...]:
 
 def _griffin_lim(model, mel, seed: int):
     """Griffin-Lim's audio ``(T,)`` from ``mel`` ``(1, n_mels, frames)``: the floor a vocoder must beat."""
-    from audiodiff.evaluation import griffin_lim
+    from audiodiff.eval.evaluate import griffin_lim
 
     return griffin_lim(mel[0], model.config.mel, GRIFFIN_LIM_ITERS, seed=seed)
 
@@ -124,7 +124,7 @@ def _griffin_lim(model, mel, seed: int):
 def _print_scores(clip: Path, model, name: str, audio, vocoded, floor, metrics) -> dict[str, bool | None]:
     """Print the vocoder's and Griffin-Lim's scores against ``audio`` (T,) as a small table; returns,
     per metric, whether the vocoder beats the floor (``None`` where a score is missing)."""
-    from audiodiff.evaluation import METRIC_GROUPS, score_pair
+    from audiodiff.eval.evaluate import METRIC_GROUPS, score_pair
 
     groups = sorted({group for group, keys in METRIC_GROUPS.items() for key, _, _ in metrics if key in keys})
     reference = as_saved(audio, model.sample_rate)
@@ -179,7 +179,7 @@ def _summary(wins: list[dict[str, bool | None]], metrics) -> str:
 
 def _clip_and_mel(model, clip: Path, seconds: float | None):
     """``(audio (T,), mel (1, n_mels, T // hop))`` of ``clip`` at the model's rate, cut to whole hops."""
-    from audiodiff.audio import load_audio
+    from audiodiff.io.audio import load_audio
 
     audio, _ = load_audio(clip, model.sample_rate, duration_seconds=seconds)
     audio = audio[: audio.shape[-1] // model.hop_length * model.hop_length]
@@ -187,14 +187,14 @@ def _clip_and_mel(model, clip: Path, seconds: float | None):
 
 
 def _save_audio(path: Path, model, audio) -> Path:
-    from audiodiff.audio import save_audio
+    from audiodiff.io.audio import save_audio
 
     return save_audio(path, audio, model.sample_rate)
 
 
 def _save_comparison(path: Path, model, clip: Path, mel, vocoded, floor) -> Path:
     """The mels of the input, the vocoded audio and Griffin-Lim's, one panel each."""
-    from audiodiff.figures import save_mel_comparison
+    from audiodiff.io.figures import save_mel_comparison
 
     return save_mel_comparison(path, [mel[0].numpy(), model.mel(vocoded)[0].numpy(), model.mel(floor)[0].numpy()],
                                [f"input: {clip.name} (held out)",
@@ -206,10 +206,10 @@ def _save_comparison(path: Path, model, clip: Path, mel, vocoded, floor) -> Path
 def run_demo(audio_path: str | None, out_dir: Path, minutes: float = 2.0, seed: int = 0) -> dict[str, Path]:
     """The training demo: train ``tiny-cpu`` on one clip, export, vocode and plot; prints and
     returns the paths written."""
-    from audiodiff.audio import load_audio, save_audio
-    from audiodiff.figures import save_mel_comparison
-    from audiodiff.metrics import mel_l1_distance, multi_resolution_stft_distance
-    from audiodiff.pretrained import load_model
+    from audiodiff.io.audio import load_audio, save_audio
+    from audiodiff.io.figures import save_mel_comparison
+    from audiodiff.dsp.spectral import mel_l1_distance, multi_resolution_stft_distance
+    from audiodiff.pipeline.audio_diffusion import load_model
 
     clip = Path(audio_path) if audio_path else DEFAULT_CLIP
     if not clip.is_file():

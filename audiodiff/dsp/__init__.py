@@ -1,0 +1,1 @@
+"""Signal processing beside the mel: Griffin-Lim and spectral distances."""

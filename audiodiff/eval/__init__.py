@@ -1,0 +1,1 @@
+"""Evaluating audio: pairing files, metrics, optional judges, reports, Griffin-Lim resynthesis."""

@@ -1,0 +1,1 @@
+"""Work over many files: vocoding, generating, schedule search, the demo."""
