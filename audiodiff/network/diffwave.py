@@ -24,6 +24,7 @@ from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import Tensor, nn
 
 EMBEDDING_DIM = 128
@@ -218,8 +219,7 @@ def subpixel_transposed_conv(x: Tensor, stage: nn.ConvTranspose2d) -> Tensor:
     bias = None if stage.bias is None else stage.bias.to(x.dtype).expand(stride)
     # time padding (1, 2): phase row q reads input samples q - 1 .. q + 1 for q in 0 .. L
     phases = F.conv2d(F.pad(x, (1, 2, 1, 1)), kernel, bias)  # (B, s, n_mels, L + 1)
-    batch, _, bins, rows = phases.shape
-    interleaved = phases.permute(0, 2, 3, 1).reshape(batch, 1, bins, rows * stride)
+    interleaved = rearrange(phases, "b phase mel row -> b 1 mel (row phase)")  # output t = row * s + phase
     return interleaved[..., : (length + 1) * stride - 2 * padding]
 
 
