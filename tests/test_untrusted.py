@@ -109,3 +109,34 @@ def test_a_safetensors_model_is_read_without_unpickling(model_file, mel_file, tm
     assert main(["vocode", str(mel_file), "--model", str(model_file), "--out", str(tmp_path / "o"),
                  *CPU_QUIET, *ONE_THREAD]) == 0
     assert (tmp_path / "o" / "mel.wav").is_file()
+
+
+class SystemCall:
+    """Unpickling this runs ``os.system`` (the classic payload), touching ``marker``."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch '{self.marker}'",)
+
+
+@pytest.mark.parametrize("writer", ["torch.save", "pickle protocol 4"])
+def test_a_refused_pickle_says_why_and_never_suggests_turning_the_protection_off(writer, marker, model_file,
+                                                                                  tmp_path, capsys):
+    """torch's own refusal says re-running with ``weights_only=False`` "will likely succeed": the one
+    thing not to do with an untrusted file. Ours says it was refused because it could run code."""
+    bad = tmp_path / "mel.pt"
+    if writer == "torch.save":
+        torch.save({"mel": SystemCall(marker)}, bad)
+    else:
+        bad.write_bytes(pickle.dumps({"mel": SystemCall(marker)}, protocol=4))
+    out = tmp_path / "out"
+    assert main(["vocode", str(bad), "--model", str(model_file), "--out", str(out), *CPU_QUIET]) != 0
+    assert not marker.exists(), "unpickling the untrusted mel ran its code"
+    stderr = capsys.readouterr().err
+    assert_one_line_error(stderr, bad)
+    assert "could run code" in stderr
+    assert "weights_only" not in stderr and "will likely succeed" not in stderr and "Warning" not in stderr

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from audiodiff.io.audio import AudioError, check_readable_file, display_path, one_line
-from audiodiff.io.safe_load import describe_load_error
+from audiodiff.io.safe_load import describe_load_error, load_pickle_safely
 
 MEL_SUFFIXES = (".npy", ".npz", ".pt", ".pth")
 
@@ -81,7 +81,7 @@ def _read_mel_array(path: Path) -> np.ndarray | Tensor:
             if key is None:
                 raise InputError(path, f"npz holds arrays {keys}; name the mel 'mel' or store only one")
             return archive[key]
-    data = torch.load(path, map_location="cpu", weights_only=True)
+    data = load_pickle_safely(path)
     if isinstance(data, dict):
         data = data.get("mel")
     if not isinstance(data, Tensor):
