@@ -210,13 +210,38 @@ def scan_files(
     cache, so changing them needs no re-scan. Names are paths relative to ``base``. With
     ``sample_rate``, ``conversions`` says what reading the usable files at that rate converts.
     """
+    cache_path = _cache_path(cache_dir, source)
+    checks = _cached_checks(paths, cache_path, source, progress)
+    usable, skipped, converted = _sort_files(paths, checks, base, min_seconds, silence_threshold)
+    conversions = describe_conversions(converted, sample_rate) if sample_rate is not None else None
+    report = _write_report(cache_path, skipped) if skipped and cache_path is not None else None
+    return ScanResult(source=source, usable=tuple(usable), skipped=tuple(skipped), report_path=report,
+                      conversions=conversions)
+
+
+def _cache_path(cache_dir: Path | None, source: str) -> Path | None:
+    """``cache_dir/scan-<sha1(source)>.json`` (16 hex digits), or ``None`` without a cache folder."""
+    if cache_dir is None:
+        return None
     key = hashlib.sha1(source.encode("utf-8", "surrogateescape")).hexdigest()[:16]
-    cache_path = cache_dir / f"scan-{key}.json" if cache_dir is not None else None
+    return cache_dir / f"scan-{key}.json"
+
+
+def _cached_checks(paths: Sequence[Path], cache_path: Path | None, source: str, progress: bool) -> list[FileCheck]:
+    """A :class:`FileCheck` per path; the cache file is rewritten when a file was re-checked or
+    the set of files changed (files that could not even be stat'ed are not cached)."""
     cache = _read_cache(cache_path)
     checks, changed = _check_all(paths, cache, progress)
     if cache_path is not None and (changed or set(cache) != {str(p) for p in paths}):
         entries = {str(p): asdict(c) for p, c in zip(paths, checks) if c.size >= 0}
         _write_or_warn(cache_path, json.dumps({"version": CACHE_VERSION, "source": source, "files": entries}))
+    return checks
+
+
+def _sort_files(paths: Sequence[Path], checks: Sequence[FileCheck], base: Path, min_seconds: float,
+                silence_threshold: float) -> tuple[list[AudioFile], list[SkippedFile], list[FileCheck]]:
+    """The usable files (named relative to ``base``), the skipped ones with their reasons, and the
+    usable files' checks, each in the order of ``paths``."""
     usable: list[AudioFile] = []
     skipped: list[SkippedFile] = []
     converted: list[FileCheck] = []
@@ -227,14 +252,15 @@ def scan_files(
             converted.append(check)
         else:
             skipped.append(SkippedFile(path, *verdict))
-    conversions = describe_conversions(converted, sample_rate) if sample_rate is not None else None
-    report = None
-    if skipped and cache_path is not None:
-        report = cache_path.with_suffix(".skipped.tsv")
-        lines = "".join(f"{s.path}\t{s.category}\t{s.reason}\n" for s in skipped)
-        report = report if _write_or_warn(report, "path\tcategory\treason\n" + lines) else None
-    return ScanResult(source=source, usable=tuple(usable), skipped=tuple(skipped), report_path=report,
-                      conversions=conversions)
+    return usable, skipped, converted
+
+
+def _write_report(cache_path: Path, skipped: Sequence[SkippedFile]) -> Path | None:
+    """The skipped files as a TSV (path, category, reason) beside the cache: ``scan-<key>.skipped.tsv``;
+    ``None`` if it cannot be written."""
+    report = cache_path.with_suffix(".skipped.tsv")
+    lines = "".join(f"{s.path}\t{s.category}\t{s.reason}\n" for s in skipped)
+    return report if _write_or_warn(report, "path\tcategory\treason\n" + lines) else None
 
 
 def split_validation(files: Sequence[AudioFile], val_files: int) -> tuple[list[AudioFile], list[AudioFile]]:
