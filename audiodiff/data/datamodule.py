@@ -40,6 +40,32 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+def _check_source(root: str | None, filelist: str | None, labels: str | None, balance_classes: bool) -> None:
+    """``ValueError`` unless exactly one data source is given and ``labels`` can be read from it."""
+    if (root is None) == (filelist is None):
+        given = "both" if root is not None else "neither"
+        raise ValueError(f"give exactly one data source, root=<folder> or filelist=<text file> (got {given})")
+    if labels is not None and labels not in LABEL_SOURCES:
+        raise ValueError(f"labels must be one of {list(LABEL_SOURCES)} or null, got {labels!r}")
+    if labels == "csv" and filelist is None:
+        raise ValueError("labels=csv reads the labels from filelist=<path,label CSV>; give a filelist")
+    if labels in ("folder", "parent") and root is None:
+        raise ValueError(f"labels={labels} reads class folders under root=<folder>; give a root")
+    if balance_classes and labels is None:
+        raise ValueError("balance_classes needs labelled data (set labels)")
+
+
+def _check_sizes(positive: dict[str, int], num_workers: int, val_files: int, resident_dtype: str) -> None:
+    """``ValueError`` for a value of ``positive`` below 1, a negative count, or an unknown dtype."""
+    for name, value in positive.items():
+        if value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value}")
+    if resident_dtype not in ("float32", "float16"):
+        raise ValueError(f"resident_dtype must be float32 or float16, got {resident_dtype!r}")
+    if num_workers < 0 or val_files < 0:
+        raise ValueError("num_workers and val_files must be >= 0")
+
+
 class AudioDataModule(pl.LightningDataModule):
     """Waveform crops for training and fixed clips for validation, from a folder or a filelist.
 
@@ -103,25 +129,9 @@ class AudioDataModule(pl.LightningDataModule):
         resident_dtype: str = "float32",
     ) -> None:
         super().__init__()
-        if (root is None) == (filelist is None):
-            given = "both" if root is not None else "neither"
-            raise ValueError(f"give exactly one data source, root=<folder> or filelist=<text file> (got {given})")
-        if labels is not None and labels not in LABEL_SOURCES:
-            raise ValueError(f"labels must be one of {list(LABEL_SOURCES)} or null, got {labels!r}")
-        if labels == "csv" and filelist is None:
-            raise ValueError("labels=csv reads the labels from filelist=<path,label CSV>; give a filelist")
-        if labels in ("folder", "parent") and root is None:
-            raise ValueError(f"labels={labels} reads class folders under root=<folder>; give a root")
-        if balance_classes and labels is None:
-            raise ValueError("balance_classes needs labelled data (set labels)")
-        for name, value in dict(sample_rate=sample_rate, hop_length=hop_length,
-                                crop_frames=crop_frames, batch_size=batch_size).items():
-            if value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value}")
-        if resident_dtype not in ("float32", "float16"):
-            raise ValueError(f"resident_dtype must be float32 or float16, got {resident_dtype!r}")
-        if num_workers < 0 or val_files < 0:
-            raise ValueError("num_workers and val_files must be >= 0")
+        _check_source(root, filelist, labels, balance_classes)
+        _check_sizes(dict(sample_rate=sample_rate, hop_length=hop_length, crop_frames=crop_frames,
+                          batch_size=batch_size), num_workers, val_files, resident_dtype)
         self.save_hyperparameters(ignore=["sample_rate", "hop_length"])  # linked from the model
         self.root = Path(root).expanduser().absolute() if root is not None else None
         self.filelist = Path(filelist).expanduser().absolute() if filelist is not None else None
