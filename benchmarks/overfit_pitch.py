@@ -136,7 +136,7 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
 
     from audiodiff.io.audio import load_audio
     from audiodiff.training.callbacks import EMA
-    from audiodiff.data.datamodule import AudioDataModule
+    from audiodiff.data import AudioDataModule
     from audiodiff.training.module import DiffusionModule
 
     warnings.filterwarnings("ignore", ".*does not have many workers.*")

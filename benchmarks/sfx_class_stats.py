@@ -49,7 +49,7 @@ def clip_features(audio: np.ndarray, sample_rate: int) -> dict[str, float]:
 def real_clips(root: Path, labels: str, sample_rate: int, seconds: float, max_per_class: int):
     """``{class: [audio (T,)]}``: the first ``seconds`` of up to ``max_per_class`` files per class."""
     from audiodiff.io.audio import AudioError, load_audio
-    from audiodiff.data.datamodule import label_from_path
+    from audiodiff.data.filelists import label_from_path
     from audiodiff.io.audio_files import find_audio_files
 
     clips: dict[str, list[np.ndarray]] = defaultdict(list)

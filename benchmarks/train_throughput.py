@@ -282,7 +282,7 @@ def pipeline_worker(spec: dict[str, Any]) -> dict[str, Any]:
     import pytorch_lightning as pl
 
     from audiodiff.training.callbacks import EMA
-    from audiodiff.data.datamodule import AudioDataModule
+    from audiodiff.data import AudioDataModule
     from audiodiff.training.module import DiffusionModule
 
     logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)

@@ -29,7 +29,7 @@ import torch
 import audiodiff
 from audiodiff.io.audio import AudioError, load_audio
 from audiodiff.cli import main
-from audiodiff.data.datamodule import AudioDataModule, read_segment
+from audiodiff.data import AudioDataModule, read_segment
 from audiodiff.diffusion.schedule import SCHEDULES
 from audiodiff.mel import MelSpectrogram, mel_preset
 from audiodiff.network.diffwave import denoiser_config
@@ -395,7 +395,7 @@ def test_a_model_file_whose_name_is_not_utf8_loads(corpus, tmp_path, capsys):
 def test_training_scan_lists_every_skipped_file_and_goes_on(corpus, tmp_path, capsys, caplog):
     data = AudioDataModule(root=str(corpus.audio), sample_rate=SR, hop_length=256, crop_frames=8, batch_size=2,
                            num_workers=0, val_files=1, cache_dir=str(tmp_path / "cache"))
-    with caplog.at_level(logging.WARNING, logger="audiodiff.data.datamodule"):
+    with caplog.at_level(logging.WARNING, logger="audiodiff.data"):
         data.setup()
     printed = capsys.readouterr().out
     result = data.scan_result

@@ -1,4 +1,4 @@
-"""Tests of audiodiff.data.datamodule: file discovery, the cached scan, crops, the validation split."""
+"""Tests of audiodiff.data: file discovery, the cached scan, crops, the validation split."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ import pytest
 import soundfile as sf
 import torch
 
-import audiodiff.data.datamodule as data
+import audiodiff.data.scan as scan
 from audiodiff.io.audio import load_audio
 from audiodiff.io.audio_files import find_audio_files
-from audiodiff.data.datamodule import (
+from audiodiff.data import (
     AudioDataModule,
     AudioFile,
     CropDataset,
@@ -81,7 +81,7 @@ def test_find_audio_files_is_sorted_recursive_and_case_insensitive(tmp_path):
 
 def test_scan_skips_exactly_the_bad_files_with_reasons(mixed_folder, tmp_path, caplog, capsys):
     dm = module(tmp_path / "cache", root=str(mixed_folder))
-    with caplog.at_level(logging.WARNING, logger="audiodiff.data.datamodule"):
+    with caplog.at_level(logging.WARNING, logger="audiodiff.data"):
         dm.setup("fit")
     result = dm.scan_result
     assert sorted(f.name for f in result.usable) == [f"spk/good{i}.wav" for i in range(4)]
@@ -105,8 +105,8 @@ def test_second_scan_uses_cache_and_rechecks_only_changed_files(mixed_folder, tm
     cache = tmp_path / "cache"
     module(cache, root=str(mixed_folder)).setup()
     calls: list[Path] = []
-    real_probe = data._probe_file
-    monkeypatch.setattr(data, "_probe_file", lambda path: calls.append(path) or real_probe(path))
+    real_probe = scan._probe_file
+    monkeypatch.setattr(scan, "_probe_file", lambda path: calls.append(path) or real_probe(path))
 
     second = module(cache, root=str(mixed_folder))
     second.setup()
@@ -219,7 +219,7 @@ def test_validation_split_is_stable_and_disjoint(tmp_path):
 def test_single_file_is_used_for_training_and_validation(tmp_path, caplog):
     write(tmp_path / "one" / "only.wav", tone(0.5))
     dm = module(tmp_path / "cache", root=str(tmp_path / "one"), val_files=4)
-    with caplog.at_level(logging.WARNING, logger="audiodiff.data.datamodule"):
+    with caplog.at_level(logging.WARNING, logger="audiodiff.data"):
         dm.setup()
     assert [f.name for f in dm.train_set.files] == [f.name for f in dm.val_set.files] == ["only.wav"]
     assert any("validating on the training file" in r.message for r in caplog.records)
@@ -285,7 +285,7 @@ def test_file_deleted_after_scan_does_not_stop_an_epoch(tmp_path, caplog, num_wo
     victim = dm.train_set.files[1].path
     victim.unlink()
     loader = dm.train_dataloader()
-    with caplog.at_level(logging.WARNING, logger="audiodiff.data.datamodule"):
+    with caplog.at_level(logging.WARNING, logger="audiodiff.data"):
         for _ in range(2):
             batches = [batch["audio"] for batch in loader]
             assert len(batches) == 2 and all(b.shape == (2, CROP) for b in batches)
@@ -303,7 +303,7 @@ def test_folder_labels_give_sorted_class_names_and_labelled_items(tmp_path, capl
     write(root / "stray.wav", tone(0.3))  # directly in root: no class
     dm = module(tmp_path / "cache", root=str(root), labels="folder", val_files=0)
     assert dm.class_names == ["door", "rain"]
-    with caplog.at_level(logging.WARNING, logger="audiodiff.data.datamodule"):
+    with caplog.at_level(logging.WARNING, logger="audiodiff.data"):
         dm.setup("fit")
     assert "no class folder" in caplog.text and "stray.wav" in caplog.text
     labels = {f.name: f.label for f in dm.train_set.files}

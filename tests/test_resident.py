@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from audiodiff.io.audio import load_audio
-from audiodiff.data.datamodule import AudioDataModule, CropDataset
+from audiodiff.data import AudioDataModule, CropDataset
 from audiodiff.mel import MelSpectrogram, mel_preset
 from audiodiff.data.resident import CropPositions, ResidentAudio
 
@@ -128,7 +128,7 @@ def test_a_bad_file_is_reported_once_and_skipped(tmp_path, caplog):
     dm.scan()
     victim = root / "r3.wav"
     victim.write_bytes(b"no longer audio" * 100)  # broken after the scan, before decoding
-    with caplog.at_level(logging.WARNING, logger="audiodiff.data.datamodule"):
+    with caplog.at_level(logging.WARNING, logger="audiodiff.data"):
         dm.setup()
     warnings = [r.getMessage() for r in caplog.records if "r3.wav" in r.getMessage()]
     assert len(warnings) == 1 and "training without it" in warnings[0] and "\n" not in warnings[0]

@@ -111,7 +111,7 @@ def test_ddp_on_two_cpu_processes(tmp_path: Path, speech_dir: Path):
 def test_bad_files_are_skipped_by_the_scan(tmp_path: Path, speech_dir: Path, capsys, caplog):
     (speech_dir / "broken.wav").write_bytes(b"RIFF\x00\x00not really a wav")
     sf.write(speech_dir / "silent.wav", np.zeros(22050, np.float32), 22050)
-    with caplog.at_level("WARNING", logger="audiodiff.data.datamodule"):
+    with caplog.at_level("WARNING", logger="audiodiff.data"):
         cli = run_training(fast_args(speech_dir, tmp_path / "runs", 2, tmp_path / "cache"))
     assert cli.trainer.global_step == 2
     assert "4 usable, 2 skipped" in capsys.readouterr().out

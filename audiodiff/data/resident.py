@@ -4,8 +4,8 @@ The option ``data.resident: true`` of :class:`~audiodiff.data.AudioDataModule`. 
 decoding a crop from disk for every item in loader workers (the CPU cost that caps a GPU run),
 every training file is decoded once, at ``setup``, into one flat tensor. The loader then yields
 only crop *positions* (``{"file": (B,), "start": (B,)}``, drawn in the main process by the same
-:class:`~audiodiff.data.datamodule.CropSampler` and the same per-crop seeds as
-:class:`~audiodiff.data.datamodule.CropDataset`, so the crops are the same ones, hop-aligned, from the same
+:class:`~audiodiff.data.datasets.CropSampler` and the same per-crop seeds as
+:class:`~audiodiff.data.datasets.CropDataset`, so the crops are the same ones, hop-aligned, from the same
 distribution). Lightning moves that small batch to the model's device and calls the data
 module's ``on_after_batch_transfer``, which copies the flat tensor to that device once and
 gathers the ``(B, crop_frames * hop_length)`` crops there in one indexing operation. The mel is
@@ -30,10 +30,10 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
+from audiodiff.data.datasets import AudioFile, CropDataset, seed_from
 from audiodiff.io.audio import AudioError, display_path, load_audio
-from audiodiff.data.datamodule import AudioFile, CropDataset, _seed_from
 
-log = logging.getLogger("audiodiff.data.datamodule")
+log = logging.getLogger(__name__)
 
 RESIDENT_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
@@ -44,7 +44,7 @@ class ResidentAudio:
     ``files`` are the files that decoded (in the given order, others left out with a warning);
     file ``i`` occupies ``audio[offsets[i] : offsets[i] + spans[i]]``, where ``spans[i]`` is its
     length at ``sample_rate`` (the scan's, or the decoded one if longer), zero-padded to at least
-    ``min_span`` samples, so that every crop :class:`~audiodiff.data.datamodule.CropDataset` can draw lies
+    ``min_span`` samples, so that every crop :class:`~audiodiff.data.datasets.CropDataset` can draw lies
     inside it. :meth:`crops` gathers crops on whichever device the positions are on.
     """
 
@@ -106,12 +106,12 @@ class ResidentAudio:
 
 
 class CropPositions(CropDataset):
-    """:class:`~audiodiff.data.datamodule.CropDataset`'s crops as positions only: ``{"file": int, "start": int}``
+    """:class:`~audiodiff.data.datasets.CropDataset`'s crops as positions only: ``{"file": int, "start": int}``
     (plus ``"label"``). The same key gives the same start as ``CropDataset`` (same seed, same
     hop-aligned draw over the same slots); nothing is read."""
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
-        index, crop_seed = key if isinstance(key, tuple) else (key, _seed_from(self.seed, key))
+        index, crop_seed = key if isinstance(key, tuple) else (key, seed_from(self.seed, key))
         file = self.files[index]
         start = self.crop_start(file, torch.Generator().manual_seed(crop_seed))
         item = {"file": index, "start": start}
