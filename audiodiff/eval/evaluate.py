@@ -1,21 +1,21 @@
 """Scoring: one pair (:func:`score_pair`) and every pair of a :class:`~audiodiff.eval.pairing.Pairing`
-(:func:`evaluate_pairs`)."""
+(:func:`evaluate_pairs`). What is computed comes from :mod:`audiodiff.eval.registry`."""
 
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Collection, Iterable, Sequence
+from typing import Callable, Iterable
 
 import numpy as np
 from torch import Tensor
 
-from audiodiff.eval.judges import JUDGES, _run_judge, _visqol_has_lattice, check_judges
 from audiodiff.eval.metrics import (
-    DELAY_NOTE_MS, MIN_COHERENCE, SPEECH_RATE, _mel_l1, _mrstft, _shift, _to_rate, estimate_delay, f0_scores,
-    is_silent, mel_cepstral_distortion, pesq_wb, stoi_scores, MetricUnavailable,
+    DELAY_NOTE_MS, MIN_COHERENCE, SPEECH_RATE, MetricUnavailable, _shift, _to_rate, is_silent,
 )
 from audiodiff.eval.pairing import Pairing
-from audiodiff.eval.registry import METRIC_GROUPS, METRICS
+from audiodiff.eval.registry import (
+    JUDGES, METRICS, REGISTRY, Clips, MetricGroup, check_judges, groups_of, resolve_groups,
+)
 from audiodiff.eval.report import EvalResult, FileResult, PairScore
 from audiodiff.io.audio import AudioError, as_mono_array, display_path, load_audio, one_line
 from audiodiff.mel import mel_preset as get_mel_preset
@@ -23,38 +23,35 @@ from audiodiff.mel import mel_preset as get_mel_preset
 _FIELDS = frozenset(m.key for m in METRICS)
 
 
-def _measure(score: PairScore, keys: Sequence[str], compute: Callable[[], Any]) -> None:
-    """Store ``compute()`` (a float, a tuple for several keys, or a dict) in ``score``.
+def _measure(score: PairScore, group: MetricGroup, clips: Clips) -> None:
+    """Store ``group.compute(clips)`` (a float, a tuple for several keys, or a dict) in ``score``.
 
     Keys outside :data:`METRICS` go to ``score.judges``. A :class:`MetricUnavailable` or any
-    other error, or a non-finite value, leaves the values ``None`` and adds a note naming them.
+    other error, or a non-finite value, leaves the values ``None`` and adds a note naming them;
+    then ``group.extra_note`` may add one more.
     """
+    keys, notes_before = group.keys, len(score.notes)
     try:
-        result = compute()
+        result = group.compute(clips)
     except Exception as error:  # noqa: BLE001 - one metric must not sink the others
         reason = str(error) if isinstance(error, MetricUnavailable) else f"failed ({type(error).__name__}: {error})"
         score.notes.append(f"{'/'.join(keys)}: {' '.join(reason.split())}")
         result = {}
     if not isinstance(result, dict):
         result = dict(zip(keys, result if isinstance(result, tuple) else (result,)))
+    values: dict[str, float | None] = {}
     for key in keys:
         value = result.get(key)
         if value is not None and not math.isfinite(value):
             score.notes.append(f"{key}: not a finite number ({value})")
             value = None
-        value = None if value is None else float(value)
+        values[key] = value = None if value is None else float(value)
         if key in _FIELDS:
             setattr(score, key, value)
         else:
             score.judges[key] = value
-
-
-def _resolve_groups(metrics: Iterable[str] | None) -> tuple[str, ...]:
-    groups = tuple(METRIC_GROUPS) if metrics is None else tuple(metrics)
-    unknown = sorted(set(groups) - set(METRIC_GROUPS))
-    if unknown:
-        raise ValueError(f"unknown metric(s) {unknown}; choose from {list(METRIC_GROUPS)}")
-    return groups
+    if group.extra_note is not None and (note := group.extra_note(values, len(score.notes) == notes_before)):
+        score.notes.append(note)
 
 
 def _trim(
@@ -88,81 +85,63 @@ def score_pair(
     default); ``judges`` adds optional judges (``ValueError`` when one is not installed).
     ``align=True`` shifts ``gen_audio`` by the delay :func:`estimate_delay` finds before scoring.
     Never raises for the audio's content: a metric that cannot be computed is ``None`` plus a note.
+
+    The registry's groups run in three stages: the delay (before the others, as it may shift the
+    clips), the reference metrics (only against a non-silent reference), then the judges in the
+    order given.
     """
-    groups, judges = _resolve_groups(metrics), check_judges(judges)
+    groups, judges = resolve_groups(metrics), check_judges(judges)
     ref = as_mono_array(ref_audio, np.float64, "reference audio")
     gen = as_mono_array(gen_audio, np.float64, "generated audio")
     score = PairScore()
     ref, gen = _trim(ref, gen, sample_rate, get_mel_preset(mel_preset, sample_rate=sample_rate).hop_length, score.notes)
     if is_silent(ref):
         score.notes.append("reference is silent (peak below -80 dBFS): reference-based metrics are undefined")
-    elif not is_silent(gen) and ("delay" in groups or align):
-        ref, gen = _delay(score, ref, gen, sample_rate, align)
+    elif not is_silent(gen):
+        for group in groups_of("delay"):
+            if group.name in groups or align:
+                ref, gen = _delay(score, group, Clips(ref, gen, sample_rate, mel_preset), align)
     score.duration_s = len(ref) / sample_rate
     if is_silent(gen):
         score.notes.append("generated clip is silent (peak below -80 dBFS)")
-    ref16, gen16 = _to_rate(ref, sample_rate, SPEECH_RATE), _to_rate(gen, sample_rate, SPEECH_RATE)
+    clips = Clips(ref, gen, sample_rate, mel_preset,
+                  _to_rate(ref, sample_rate, SPEECH_RATE), _to_rate(gen, sample_rate, SPEECH_RATE))
     if not is_silent(ref):
-        _reference_metrics(score, groups, ref, gen, ref16, gen16, sample_rate, mel_preset)
+        for group in groups_of("reference"):
+            if group.name in groups:
+                _measure(score, group, clips)
     for name in judges:
-        _measure(score, JUDGES[name][2], lambda name=name: _run_judge(name, ref16, gen16))
-        if name == "visqol" and not _visqol_has_lattice():
-            score.notes.append("visqol: polynomial MOS mapping (install ai-edge-litert for the lattice "
-                               "mapper of the C++ ViSQOL); it can read 1-2 points higher")
+        _measure(score, REGISTRY[name], clips)
     return score
 
 
-def _delay(
-    score: PairScore, ref: np.ndarray, gen: np.ndarray, sample_rate: int, align: bool
-) -> tuple[np.ndarray, np.ndarray]:
-    """Fill ``delay_ms`` (and note / compensate it); returns the clips to score."""
-    lag, coherence = estimate_delay(ref, gen, sample_rate)
+def _delay(score: PairScore, group: MetricGroup, clips: Clips, align: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Fill the delay (and note / compensate it); returns the clips to score."""
+    ref, gen, sample_rate = clips.reference, clips.generated, clips.sample_rate
+    (key,) = group.keys
+    lag, coherence = group.compute(clips)
     if coherence < MIN_COHERENCE:
         score.notes.append(
-            f"delay_ms: waveforms not coherent enough to measure a delay (correlation < {MIN_COHERENCE})"
+            f"{key}: waveforms not coherent enough to measure a delay (correlation < {MIN_COHERENCE})"
         )
         return ref, gen
-    score.delay_ms = 1000.0 * lag / sample_rate
-    if abs(score.delay_ms) >= DELAY_NOTE_MS:
+    delay_ms = 1000.0 * lag / sample_rate
+    setattr(score, key, delay_ms)
+    if abs(delay_ms) >= DELAY_NOTE_MS:
         if align:
-            score.notes.append(f"generated lags the reference by {score.delay_ms:.2f} ms; compensated before scoring")
+            score.notes.append(f"generated lags the reference by {delay_ms:.2f} ms; compensated before scoring")
             return _shift(ref, gen, lag)
         score.notes.append(
-            f"generated lags the reference by {score.delay_ms:.2f} ms (correlation {coherence:.2f}); STOI, MR-STFT, "
+            f"generated lags the reference by {delay_ms:.2f} ms (correlation {coherence:.2f}); STOI, MR-STFT, "
             "mel, MCD and F0 metrics are not delay-compensated (align=True compensates)"
         )
     return ref, gen
 
 
-def _reference_metrics(
-    score: PairScore, groups: Collection[str], ref: np.ndarray, gen: np.ndarray,
-    ref16: np.ndarray, gen16: np.ndarray, sample_rate: int, preset: str,
-) -> None:
-    """The metrics that compare ``gen`` with a non-silent ``ref``."""
-    if "pesq" in groups:
-        _measure(score, ("pesq_wb",), lambda: pesq_wb(ref16, gen16))
-    if "stoi" in groups:
-        _measure(score, ("stoi", "estoi"), lambda: stoi_scores(ref, gen, sample_rate))
-    if "mrstft" in groups:
-        _measure(score, ("mrstft",), lambda: _mrstft(ref, gen))
-    if "mel" in groups:
-        _measure(score, ("mel_l1",), lambda: _mel_l1(ref, gen, sample_rate, preset))
-    if "mcd" in groups:
-        _measure(score, ("mcd_db",), lambda: mel_cepstral_distortion(ref, gen, sample_rate))
-    if "f0" in groups:
-        before = len(score.notes)
-        _measure(score, METRIC_GROUPS["f0"], lambda: f0_scores(ref16, gen16))
-        if len(score.notes) == before and score.vuv_f1 is None:
-            score.notes.append("f0_rmse/vuv_f1: pyin found no voiced frame in the reference")
-        elif len(score.notes) == before and score.f0_rmse_cents is None:
-            score.notes.append("f0_rmse: no frame is voiced in both clips")
-
-
-
 def result_keys(metrics: Iterable[str] | None = None, judges: Iterable[str] = ()) -> list[str]:
     """The metric keys (table columns) that ``metrics`` groups and ``judges`` produce, in order."""
-    groups = _resolve_groups(metrics)
-    keys = [m.key for m in METRICS if any(m.key in METRIC_GROUPS[g] for g in groups)]
+    groups = resolve_groups(metrics)
+    keys = [key for g in REGISTRY.values() if g.kind != "judge" and g.name in groups for key in g.keys]
     return keys + [k for name in judges for k in JUDGES[name][2]]
 
 

@@ -226,7 +226,9 @@ def _mel_frontend(preset: str, sample_rate: int) -> MelSpectrogram:
     return MelSpectrogram(get_mel_preset(preset, sample_rate=sample_rate))
 
 
-def _mrstft(reference: np.ndarray, generated: np.ndarray) -> float:
+def mrstft_distance(reference: np.ndarray, generated: np.ndarray) -> float:
+    """:func:`audiodiff.dsp.spectral.multi_resolution_stft_distance` of two clips ``(T,)``; raises
+    :class:`MetricUnavailable` for a clip shorter than half the largest window."""
     from audiodiff.dsp.spectral import MRSTFT_RESOLUTIONS, multi_resolution_stft_distance
 
     longest = max(n_fft for n_fft, _, _ in MRSTFT_RESOLUTIONS)
@@ -236,7 +238,8 @@ def _mrstft(reference: np.ndarray, generated: np.ndarray) -> float:
     return float(multi_resolution_stft_distance(gen, ref)[0])
 
 
-def _mel_l1(reference: np.ndarray, generated: np.ndarray, sample_rate: int, preset: str) -> float:
+def log_mel_l1(reference: np.ndarray, generated: np.ndarray, sample_rate: int, preset: str) -> float:
+    """Mean |log-mel difference| of two clips ``(T,)`` in the mels of ``preset`` at ``sample_rate``."""
     from audiodiff.dsp.spectral import mel_l1_distance
 
     frontend = _mel_frontend(preset, sample_rate)

@@ -8,18 +8,15 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from audiodiff.eval.judges import JUDGE_METRICS
-from audiodiff.eval.registry import METRICS, MetricInfo
+from audiodiff.eval.registry import METRIC_INFO as _INFO, METRICS
 from audiodiff.io.audio import display_path
-
-_INFO: dict[str, MetricInfo] = {m.key: m for m in METRICS + JUDGE_METRICS}
 
 
 @dataclass
 class PairScore:
     """Scores of one (reference, generated) pair; ``None`` where not computable (see ``notes``).
 
-    Field definitions are in the module docstring; ``duration_s`` is the scored length in
+    Field definitions are in :mod:`audiodiff.eval.metrics`; ``duration_s`` is the scored length in
     seconds after trimming (and alignment).
     """
 
