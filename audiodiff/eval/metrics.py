@@ -39,6 +39,7 @@ import warnings
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from audiodiff.io.audio import resample
 from audiodiff.mel import MelSpectrogram, mel_preset as get_mel_preset
@@ -222,29 +223,38 @@ def f0_scores(reference16: np.ndarray, generated16: np.ndarray) -> dict[str, flo
 
 
 @functools.lru_cache(maxsize=8)
-def _mel_frontend(preset: str, sample_rate: int) -> MelSpectrogram:
-    return MelSpectrogram(get_mel_preset(preset, sample_rate=sample_rate))
+def _mel_frontend(preset: str, sample_rate: int, device: torch.device) -> MelSpectrogram:
+    return MelSpectrogram(get_mel_preset(preset, sample_rate=sample_rate)).to(device)
 
 
-def mrstft_distance(reference: np.ndarray, generated: np.ndarray) -> float:
-    """:func:`audiodiff.dsp.spectral.multi_resolution_stft_distance` of two clips ``(T,)``; raises
-    :class:`MetricUnavailable` for a clip shorter than half the largest window."""
+def mrstft_distance(reference: np.ndarray | Tensor, generated: np.ndarray | Tensor) -> float:
+    """:func:`audiodiff.dsp.spectral.multi_resolution_stft_distance` of two clips ``(T,)`` (arrays,
+    or tensors on any device); raises :class:`MetricUnavailable` for a clip shorter than half the
+    largest window. The ``mrstft`` of ``audiodiff eval``."""
     from audiodiff.dsp.spectral import MRSTFT_RESOLUTIONS, multi_resolution_stft_distance
 
     longest = max(n_fft for n_fft, _, _ in MRSTFT_RESOLUTIONS)
     if len(reference) <= longest // 2:
         raise MetricUnavailable(f"clip shorter than {longest // 2 + 1} samples, the largest MR-STFT window")
-    ref, gen = torch.from_numpy(reference).float(), torch.from_numpy(generated).float()
+    ref, gen = torch.as_tensor(reference).float(), torch.as_tensor(generated).float()
     return float(multi_resolution_stft_distance(gen, ref)[0])
 
 
-def log_mel_l1(reference: np.ndarray, generated: np.ndarray, sample_rate: int, preset: str) -> float:
-    """Mean |log-mel difference| of two clips ``(T,)`` in the mels of ``preset`` at ``sample_rate``."""
+def log_mel_l1(reference: np.ndarray | Tensor, generated: np.ndarray | Tensor, sample_rate: int, preset: str) -> float:
+    """Mean |log-mel difference| of two clips ``(T,)`` in the mels of ``preset`` at ``sample_rate``.
+
+    The ``mel_l1`` of ``audiodiff eval`` (and of ``audiodiff search-schedule``, which calls this):
+    :func:`audiodiff.dsp.spectral.mel_l1_distance` of the two log-mels of
+    ``MelSpectrogram(mel_preset(preset, sample_rate=sample_rate))``. Arrays, or tensors on any
+    device (the front end is built there once); raises :class:`MetricUnavailable` for a clip
+    shorter than one ``n_fft`` window.
+    """
     from audiodiff.dsp.spectral import mel_l1_distance
 
-    frontend = _mel_frontend(preset, sample_rate)
+    reference, generated = torch.as_tensor(reference), torch.as_tensor(generated)
+    frontend = _mel_frontend(preset, sample_rate, reference.device)
     if len(reference) < frontend.config.n_fft:
         raise MetricUnavailable(f"clip shorter than one {frontend.config.n_fft}-sample mel window")
     with torch.no_grad():
-        ref, gen = frontend(torch.from_numpy(reference).float()), frontend(torch.from_numpy(generated).float())
+        ref, gen = frontend(reference.float()), frontend(generated.float())
     return float(mel_l1_distance(gen, ref)[0])
