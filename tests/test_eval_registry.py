@@ -236,6 +236,6 @@ def test_judge_values_reach_the_table_and_json_and_a_failing_judge_stays_in_its_
 
 
 def _at_16k(audio: np.ndarray) -> np.ndarray:
-    from audiodiff.eval.metrics import _to_rate
+    from audiodiff.eval.metrics import to_rate
 
-    return _to_rate(audio, SR, 16000)
+    return to_rate(audio, SR, 16000)

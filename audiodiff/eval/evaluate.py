@@ -10,7 +10,7 @@ import numpy as np
 from torch import Tensor
 
 from audiodiff.eval.metrics import (
-    DELAY_NOTE_MS, MIN_COHERENCE, SPEECH_RATE, MetricUnavailable, _shift, _to_rate, is_silent,
+    DELAY_NOTE_MS, MIN_COHERENCE, SPEECH_RATE, MetricUnavailable, is_silent, to_rate, undo_lag,
 )
 from audiodiff.eval.pairing import Pairing
 from audiodiff.eval.registry import (
@@ -105,7 +105,7 @@ def score_pair(
     if is_silent(gen):
         score.notes.append("generated clip is silent (peak below -80 dBFS)")
     clips = Clips(ref, gen, sample_rate, mel_preset,
-                  _to_rate(ref, sample_rate, SPEECH_RATE), _to_rate(gen, sample_rate, SPEECH_RATE))
+                  to_rate(ref, sample_rate, SPEECH_RATE), to_rate(gen, sample_rate, SPEECH_RATE))
     if not is_silent(ref):
         for group in groups_of("reference"):
             if group.name in groups:
@@ -130,7 +130,7 @@ def _delay(score: PairScore, group: MetricGroup, clips: Clips, align: bool) -> t
     if abs(delay_ms) >= DELAY_NOTE_MS:
         if align:
             score.notes.append(f"generated lags the reference by {delay_ms:.2f} ms; compensated before scoring")
-            return _shift(ref, gen, lag)
+            return undo_lag(ref, gen, lag)
         score.notes.append(
             f"generated lags the reference by {delay_ms:.2f} ms (correlation {coherence:.2f}); STOI, MR-STFT, "
             "mel, MCD and F0 metrics are not delay-compensated (align=True compensates)"

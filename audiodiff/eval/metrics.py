@@ -64,7 +64,7 @@ class MetricUnavailable(Exception):
 
 
 # ---------------------------------------------------------------- signal helpers
-def _to_rate(audio: np.ndarray, sample_rate: int, new_rate: int) -> np.ndarray:
+def to_rate(audio: np.ndarray, sample_rate: int, new_rate: int) -> np.ndarray:
     """Resample ``(T,)`` with :func:`audiodiff.io.audio.resample` (float64 in and out)."""
     if sample_rate == new_rate or audio.size == 0:
         return audio
@@ -96,7 +96,7 @@ def estimate_delay(
     return int(lags[best]), float(corr[best]) / norm if norm > 0 else 0.0
 
 
-def _shift(reference: np.ndarray, generated: np.ndarray, lag: int) -> tuple[np.ndarray, np.ndarray]:
+def undo_lag(reference: np.ndarray, generated: np.ndarray, lag: int) -> tuple[np.ndarray, np.ndarray]:
     """Undo a lag of ``generated`` behind ``reference``; both come back with equal length."""
     if lag > 0:
         generated = generated[lag:]

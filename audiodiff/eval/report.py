@@ -8,7 +8,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from audiodiff.eval.registry import METRIC_INFO as _INFO, METRICS
+from audiodiff.eval.registry import METRIC_INFO, METRICS
 from audiodiff.io.audio import display_path
 
 
@@ -85,7 +85,7 @@ class EvalResult:
     def table(self) -> str:
         """A fixed-width table: one row per file, then the mean and count rows, notes and errors."""
         width = max([len("mean (n)")] + [len(_short(f.name)) for f in self.files])
-        headers = [_INFO[k].header if k in _INFO else k for k in self.keys]
+        headers = [METRIC_INFO[k].header if k in METRIC_INFO else k for k in self.keys]
         widths = [max(len(h), 8) for h in headers]
         lines = ["  ".join([f"{'file':<{width}}"] + [f"{h:>{w}}" for h, w in zip(headers, widths)])]
         for f in self.files:
@@ -110,8 +110,8 @@ class EvalResult:
         return {
             "sample_rate": self.sample_rate,
             "mel_preset": self.mel_preset,
-            "metrics": {k: {"description": _INFO[k].description, "higher_is_better": _INFO[k].higher_is_better}
-                        for k in self.keys if k in _INFO},
+            "metrics": {k: {"description": info.description, "higher_is_better": info.higher_is_better}
+                        for k in self.keys if (info := METRIC_INFO.get(k)) is not None},
             "means": {k: {"mean": m.mean, "count": m.count} for k, m in self.means().items()},
             "files": [
                 {"name": f.name, "reference": str(f.reference), "generated": str(f.generated),
@@ -134,13 +134,13 @@ def _short(name: str, limit: int = 40) -> str:
 def _cell(value: float | None, key: str, width: int) -> str:
     if value is None:
         return f"{'-':>{width}}"
-    digits = _INFO[key].digits if key in _INFO else 3
+    digits = METRIC_INFO[key].digits if key in METRIC_INFO else 3
     return f"{value:>{width}.{digits}f}"
 
 
 def _legend(keys: Sequence[str]) -> str:
-    higher = [_INFO[k].header for k in keys if k in _INFO and _INFO[k].higher_is_better is True]
-    lower = [_INFO[k].header for k in keys if k in _INFO and _INFO[k].higher_is_better is False]
+    higher = [METRIC_INFO[k].header for k in keys if k in METRIC_INFO and METRIC_INFO[k].higher_is_better is True]
+    lower = [METRIC_INFO[k].header for k in keys if k in METRIC_INFO and METRIC_INFO[k].higher_is_better is False]
     return (f"higher is better: {', '.join(higher) or '-'}; lower is better: {', '.join(lower) or '-'}; "
             "'-' = not computable (see notes)")
 
