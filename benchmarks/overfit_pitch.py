@@ -5,7 +5,7 @@ Trains with the real training path (``audiodiff.training.DiffusionModule``,
 callback, a Lightning ``Trainer`` with the tiny recipe's settings: gradient clipping 1.0, fp32,
 AdamW) on the utterances themselves, and every ``--eval-every`` steps vocodes each whole utterance
 from its own mel with the EMA weights (``--sampler``, fixed seed) and scores it against the original
-with :func:`audiodiff.eval.evaluate.score_pair`: V/UV F1 and F0 RMSE (pyin), MR-STFT and log-mel L1.
+with :func:`audiodiff.eval.score_pair`: V/UV F1 and F0 RMSE (pyin), MR-STFT and log-mel L1.
 Griffin-Lim (64 iterations) from the same mels is scored once, as a floor.
 
 Variants (``--variants``) differ only in what the network's conditioner sees; the mel used for
@@ -103,7 +103,7 @@ def cut_utterances(paths: list[str], offset: float, seconds: float, sample_rate:
 
 # ------------------------------------------------------------------ worker
 def score(reference: Tensor, generated: Tensor, sample_rate: int) -> dict[str, float | None]:
-    from audiodiff.eval.evaluate import score_pair
+    from audiodiff.eval import score_pair
 
     result = score_pair(reference.numpy(), generated.numpy(), sample_rate, metrics=("f0", "mrstft", "mel"))
     return {key: getattr(result, key) for key in METRIC_KEYS}
@@ -118,7 +118,7 @@ def mean_scores(per_clip: list[dict[str, float | None]]) -> dict[str, float | No
 
 
 def griffin_lim_floor(clips: list[Tensor], sample_rate: int) -> dict[str, float | None]:
-    from audiodiff.eval.evaluate import griffin_lim
+    from audiodiff.eval import griffin_lim
     from audiodiff.mel import MelSpectrogram, mel_preset
 
     frontend = MelSpectrogram(mel_preset("hifigan", sample_rate=sample_rate))

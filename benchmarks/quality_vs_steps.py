@@ -2,7 +2,7 @@
 
 For a model and a held-out folder, resynthesises every file with each (sampler, steps) pair —
 ``ddpm`` at ``--steps`` (default 2 3 4 6 12 50) and ``fast`` at its own schedule length — scores
-it against the reference with :mod:`audiodiff.eval.evaluate`, and adds the Griffin-Lim floor. Prints
+it against the reference with :mod:`audiodiff.eval`, and adds the Griffin-Lim floor. Prints
 a table, writes JSON and a PNG plot (one panel per metric, metric vs steps, log x).
 
     python benchmarks/quality_vs_steps.py --model vocoder.safetensors --data held_out/ \
@@ -38,7 +38,7 @@ def runs_to_do(model, samplers: list[str], steps: list[int]) -> list[tuple[str, 
 
 def score(model, data: Path, out: Path, sampler: str, steps: int | None, seed: int, metrics, griffin_lim: bool):
     """Resynthesise ``data`` into ``out`` and score it; returns ``{"model": EvalResult, "griffin-lim"?: ...}``."""
-    from audiodiff.eval.evaluate import evaluate_pairs, pair_files, resynthesise_folder
+    from audiodiff.eval import evaluate_pairs, pair_files, resynthesise_folder
 
     report = resynthesise_folder(model, data, out, sampler=sampler, steps=steps, seed=seed,
                                  include_griffin_lim=griffin_lim, progress=False,
@@ -59,7 +59,7 @@ def plot(rows: list[dict], floor: dict, keys: list[str], path: Path, title: str)
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    from audiodiff.eval.evaluate import METRICS
+    from audiodiff.eval import METRICS
     from audiodiff.io.figures import save_figure
 
     from matplotlib.ticker import NullFormatter, ScalarFormatter
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--png", default=None)
     args = parser.parse_args(argv)
 
-    from audiodiff.eval.evaluate import result_keys, write_json
+    from audiodiff.eval import result_keys, write_json
     from audiodiff.pipeline.audio_diffusion import load_any
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def print_table(result: dict) -> None:
-    from audiodiff.eval.evaluate import METRICS
+    from audiodiff.eval import METRICS
 
     headers = {m.key: m.header for m in METRICS}
     keys = result["metrics"]

@@ -94,7 +94,7 @@ def _crops(audio: list[torch.Tensor], batch: int, samples: int, hop: int, rng: r
 
 def _score(module: Any, clips: list[torch.Tensor], sample_rate: int) -> dict[str, float | None]:
     """Mean held-out scores of the module's current weights (fast sampler, seed 0)."""
-    from audiodiff.eval.evaluate import score_pair
+    from audiodiff.eval import score_pair
 
     model = module.model.eval()
     values: dict[str, list[float]] = {key: [] for key, _, _ in METRICS}

@@ -59,7 +59,7 @@ def test_shipped_demo_prints_each_clip_next_to_griffin_lim_and_whether_it_beats_
     row saying where the vocoder beats the floor."""
     pytest.importorskip("pesq")
     from audiodiff.jobs.demo import _clip_and_mel, as_saved, run_shipped_demo
-    from audiodiff.eval.evaluate import griffin_lim, score_pair
+    from audiodiff.eval import griffin_lim, score_pair
     from audiodiff.examples import example_files
 
     clip = example_files()[1]

@@ -12,7 +12,7 @@ import soundfile as sf
 import torch
 
 from audiodiff.io.audio import load_audio
-from audiodiff.eval.evaluate import (
+from audiodiff.eval import (
     JUDGES,
     Pairing,
     available_judges,

@@ -67,7 +67,7 @@ def test_plain_equals_vocode_and_projection_only_where_asked():
     torch.testing.assert_close(wrapped(x, 0.25), eps_fn(x, 0.25))
     torch.testing.assert_close(wrapped(x, 0.5), x / 0.5)  # projection to silence: all of x is noise
     # the projection keeps hifigan's half-hop frame alignment: Griffin-Lim's own output barely moves
-    from audiodiff.eval.evaluate import griffin_lim
+    from audiodiff.eval import griffin_lim
 
     mel = model.mel(x0[None])[0]
     g = griffin_lim(mel, model.config.mel, 32, seed=0)[None]

@@ -116,7 +116,7 @@ def _demo_metrics() -> tuple[tuple[str, str, bool], ...]:
 
 def _griffin_lim(model, mel, seed: int):
     """Griffin-Lim's audio ``(T,)`` from ``mel`` ``(1, n_mels, frames)``: the floor a vocoder must beat."""
-    from audiodiff.eval.evaluate import griffin_lim
+    from audiodiff.eval import griffin_lim
 
     return griffin_lim(mel[0], model.config.mel, GRIFFIN_LIM_ITERS, seed=seed)
 
@@ -124,7 +124,7 @@ def _griffin_lim(model, mel, seed: int):
 def _print_scores(clip: Path, model, name: str, audio, vocoded, floor, metrics) -> dict[str, bool | None]:
     """Print the vocoder's and Griffin-Lim's scores against ``audio`` (T,) as a small table; returns,
     per metric, whether the vocoder beats the floor (``None`` where a score is missing)."""
-    from audiodiff.eval.evaluate import METRIC_GROUPS, score_pair
+    from audiodiff.eval import METRIC_GROUPS, score_pair
 
     groups = sorted({group for group, keys in METRIC_GROUPS.items() for key, _, _ in metrics if key in keys})
     reference = as_saved(audio, model.sample_rate)

@@ -203,13 +203,12 @@ class ClipScorer:
 
 def _metric_function(model: AudioDiffusion, metric: str) -> Callable[[Tensor, Tensor], float]:
     """``distance(generated (T,), reference (T,)) -> float``, the way ``audiodiff eval`` measures it."""
-    from audiodiff.mel import MelSpectrogram, mel_preset
-    from audiodiff.dsp.spectral import mel_l1_distance, multi_resolution_stft_distance
+    from audiodiff.eval.metrics import log_mel_l1, mrstft_distance
 
     if metric == "mrstft":
-        return lambda gen, ref: float(multi_resolution_stft_distance(gen, ref)[0])
-    frontend = MelSpectrogram(mel_preset(model.config.mel.preset, sample_rate=model.sample_rate)).to(model.device)
-    return lambda gen, ref: float(mel_l1_distance(frontend(gen), frontend(ref))[0])
+        return lambda gen, ref: mrstft_distance(ref, gen)
+    preset, sample_rate = model.config.mel.preset, model.sample_rate
+    return lambda gen, ref: log_mel_l1(ref, gen, sample_rate, preset)
 
 
 # ----------------------------------------------------------------- levels
