@@ -34,10 +34,8 @@ def add_parser(subparsers, parents: list) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import torch
-    from tqdm import tqdm
 
-    from audiodiff.io.audio import save_audio
-    from audiodiff.jobs.vocode import batches, drop_name_collisions, load_inputs, vocode_batch
+    from audiodiff.jobs.vocode import VocodeInterrupted, vocode_files
 
     chunk_seconds = _chunk_seconds(args.chunk_seconds)
     if args.threads:
@@ -48,40 +46,28 @@ def run(args: argparse.Namespace) -> int:
     _set_up_engine(model, args)
     if not model.network.conditional:
         raise CommandError(f"{args.model}: a model without mel conditioning cannot vocode; use 'audiodiff generate'", EXIT_USAGE)
-    n_steps = _choose_sampler(args, model)
-    failures: list[str] = []
-
-    def report(error: Exception) -> None:
-        failures.append(str(error))
-        _report_input_error(Path(error.path), error)
-
-    items = drop_name_collisions(load_inputs(args.inputs, model, report), report)
+    _choose_sampler(args, model)
     out_dir = Path(args.out)
-    bytes_per_frame = model.conditioning_bytes_per_frame(precision)
-    max_frames = max(1, int(args.max_batch_gb * 2**30 / bytes_per_frame))
-    total = len(items)
-    bar = tqdm(total=total * n_steps, unit="step", desc="vocoding", disable=args.quiet or not items)
-    written = 0
     try:
-        for group in batches(items, args.batch_size, max_frames):
-            waves = vocode_batch(model, group, sampler=args.sampler, steps=args.steps, seed=args.seed,
-                                 chunk_seconds=chunk_seconds, precision=precision,
-                                 callback=lambda i, n, g=len(group): bar.update(g))
-            for (_, item), wave in zip(group, waves):
-                target = out_dir / f"{item.name}.wav"
-                save_audio(target, wave, model.sample_rate)
-                written += 1
-                if not args.quiet:
-                    tqdm.write(f"wrote {_shown(target)} ({wave.shape[-1] / model.sample_rate:.2f} s)")
-    except KeyboardInterrupt:
-        bar.close()
-        print(f"interrupted: {written} file(s) finished in {out_dir}", file=sys.stderr)
+        summary = vocode_files(model, args.inputs, out_dir, sampler=args.sampler, steps=args.steps, seed=args.seed,
+                               batch_size=args.batch_size, max_batch_gb=args.max_batch_gb,
+                               chunk_seconds=chunk_seconds, precision=precision, progress=not args.quiet,
+                               on_error=lambda error: _report_input_error(Path(error.path), error),
+                               on_written=None if args.quiet else _report_written)
+    except VocodeInterrupted as interrupt:
+        print(f"interrupted: {len(interrupt.summary.written)} file(s) finished in {out_dir}", file=sys.stderr)
         return EXIT_INTERRUPTED
-    bar.close()
-    if failures:
-        print(f"{len(failures)} input(s) failed, {written} written to {out_dir}", file=sys.stderr)
+    if summary.failed:
+        print(f"{len(summary.failed)} input(s) failed, {len(summary.written)} written to {out_dir}", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
+
+
+def _report_written(path: Path, seconds: float) -> None:
+    """One ``wrote <path> (<seconds> s)`` line on stdout, above the progress bar."""
+    from tqdm import tqdm
+
+    tqdm.write(f"wrote {_shown(path)} ({seconds:.2f} s)")
 
 
 def _chunk_seconds(value: float | None) -> float | str | None:
