@@ -93,7 +93,7 @@ def test_precisions_name_their_dtypes():
 
 
 def test_cli_precision_auto_is_bf16_on_cuda_and_fp32_on_cpu():
-    from audiodiff.cli import _precision
+    from audiodiff.cli.common import _precision
 
     assert (_precision("auto", "cuda"), _precision("auto", "cuda:1"), _precision("auto", "cpu")) == ("bf16", "bf16", "fp32")
     assert _precision("fp16", "cpu") == "fp16"

@@ -34,7 +34,7 @@ heldout_schedules = _load("heldout_schedules.py")
 
 def _eval_json(path: Path, *, mel_l1=0.95, pesq_wb=1.11, vuv_f1=0.0, mrstft=2.23, files=FILES, seed=0,
                sampler="fast", steps=6) -> Path:
-    """An ``audiodiff eval --model --json`` file with these means (the layout of cli._eval_model)."""
+    """An ``audiodiff eval --model --json`` file with these means (the layout of audiodiff.cli.eval._eval_model)."""
     means = {"pesq_wb": pesq_wb, "stoi": 0.5, "mrstft": mrstft, "mel_l1": mel_l1, "vuv_f1": vuv_f1}
     data = {"data": "heldout8", "sampler": sampler, "steps": steps, "seed": seed, "resynthesis_errors": [],
             "model": {"means": {k: {"mean": v, "count": 0 if v is None else len(files)} for k, v in means.items()},

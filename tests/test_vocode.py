@@ -219,3 +219,40 @@ def test_batches_respect_size_and_frame_budget():
     groups = [[index for index, _ in group] for group in batches(items, batch_size=3, max_frames=60)]
     assert groups == [[0, 1], [2], [3, 4, 5]]
     assert [[i for i, _ in g] for g in batches(items, batch_size=4)] == [[0, 1, 2, 3], [4, 5]]
+
+
+def test_vocode_files_writes_the_good_inputs_and_sums_up_the_failed(tmp_path: Path, tiny_model):
+    from audiodiff.jobs.vocode import vocode_files
+
+    good = real_mel(tiny_model, 0.3)
+    np.save(tmp_path / "a.npy", good)
+    np.save(tmp_path / "bad.npy", np.zeros((64, 20), np.float32))
+    np.save(tmp_path / "b.npy", good[:, :5])
+    errors, written = [], []
+    summary = vocode_files(tiny_model, [tmp_path / "a.npy", tmp_path / "bad.npy", tmp_path / "b.npy"], tmp_path / "out",
+                           sampler="fast", steps=None, seed=0, batch_size=1, progress=False, on_error=errors.append,
+                           on_written=lambda path, seconds: written.append((path.name, seconds)))
+    out = tmp_path / "out"
+    assert summary.written == [out / "a.wav", out / "b.wav"]
+    assert len(summary.failed) == 1 and "bad.npy" in summary.failed[0]
+    assert [str(error) for error in errors] == summary.failed
+    seconds = [frames * tiny_model.hop_length / tiny_model.sample_rate for frames in (good.shape[1], 5)]
+    assert written == [("a.wav", pytest.approx(seconds[0])), ("b.wav", pytest.approx(seconds[1]))]
+
+
+def test_ctrl_c_in_vocode_files_says_which_files_were_finished(tmp_path: Path, tiny_model):
+    from audiodiff.jobs.vocode import VocodeInterrupted, vocode_files
+
+    for name in ("a", "b"):
+        np.save(tmp_path / f"{name}.npy", real_mel(tiny_model, 0.2))
+
+    def stop_after_a(path: Path, seconds: float) -> None:
+        if path.name == "a.wav":
+            raise KeyboardInterrupt
+
+    with pytest.raises(VocodeInterrupted) as caught:
+        vocode_files(tiny_model, [tmp_path / "a.npy", tmp_path / "b.npy"], tmp_path / "out", sampler="fast",
+                     steps=None, seed=0, batch_size=1, progress=False, on_written=stop_after_a)
+    assert isinstance(caught.value, KeyboardInterrupt)  # still Ctrl-C to a caller that does not know the job
+    assert caught.value.summary.written == [tmp_path / "out" / "a.wav"]
+    assert not (tmp_path / "out" / "b.wav").exists()

@@ -7,7 +7,7 @@ line, and the others are still written.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -138,3 +138,76 @@ def vocode_batch(
     audio = model.vocode(mel, sampler=sampler, steps=steps, seed=seeds, callback=callback,
                          chunk_seconds=chunk_seconds, precision=precision)
     return [audio[row, : item.mel.shape[-1] * model.hop_length].cpu() for row, (_, item) in enumerate(group)]
+
+
+@dataclass
+class VocodeSummary:
+    """What :func:`vocode_files` did: the wavs it wrote, in order, and one line per input that failed."""
+
+    written: list[Path] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+
+
+class VocodeInterrupted(KeyboardInterrupt):
+    """Ctrl-C while :func:`vocode_files` synthesised; ``summary`` holds the wavs finished by then."""
+
+    def __init__(self, summary: VocodeSummary) -> None:
+        super().__init__()
+        self.summary = summary
+
+
+def vocode_files(
+    model: AudioDiffusion,
+    paths: Sequence[str | Path],
+    out_dir: str | Path,
+    *,
+    sampler: str,
+    steps: int | None,
+    seed: int,
+    batch_size: int = 8,
+    max_batch_gb: float = 2.0,
+    chunk_seconds: float | str | None = "auto",
+    precision: str = "fp32",
+    progress: bool = True,
+    on_error: Callable[[InputError], None] | None = None,
+    on_written: Callable[[Path, float], None] | None = None,
+) -> VocodeSummary:
+    """Vocode mel or audio files into ``out_dir/<name>.wav``, in input order.
+
+    The inputs are read (:func:`load_inputs`), those whose output name is taken are dropped
+    (:func:`drop_name_collisions`), and the rest are synthesised in :func:`batches` of at most
+    ``batch_size`` inputs and ``max_batch_gb`` GiB of mel conditioning; input ``k`` uses seed
+    ``seed + k``. A bad input goes to ``on_error`` and ``summary.failed``, and the others are still
+    written; each wav is reported to ``on_written(path, seconds)`` once saved. ``progress`` shows a
+    tqdm bar of sampler steps. Ctrl-C raises :class:`VocodeInterrupted`, which says what was written.
+    """
+    from tqdm import tqdm
+
+    from audiodiff.io.audio import save_audio
+
+    summary = VocodeSummary()
+
+    def failed(error: InputError) -> None:
+        summary.failed.append(str(error))
+        if on_error is not None:
+            on_error(error)
+
+    items = drop_name_collisions(load_inputs(paths, model, failed), failed)
+    max_frames = max(1, int(max_batch_gb * 2**30 / model.conditioning_bytes_per_frame(precision)))
+    n_steps = len(model.sigmas(sampler, steps)) - 1
+    bar = tqdm(total=len(items) * n_steps, unit="step", desc="vocoding", disable=not progress or not items)
+    try:
+        for group in batches(items, batch_size, max_frames):
+            waves = vocode_batch(model, group, sampler=sampler, steps=steps, seed=seed, chunk_seconds=chunk_seconds,
+                                 precision=precision, callback=lambda i, n, g=len(group): bar.update(g))
+            for (_, item), wave in zip(group, waves):
+                target = Path(out_dir) / f"{item.name}.wav"
+                save_audio(target, wave, model.sample_rate)
+                summary.written.append(target)
+                if on_written is not None:
+                    on_written(target, wave.shape[-1] / model.sample_rate)
+    except KeyboardInterrupt as interrupt:
+        raise VocodeInterrupted(summary) from interrupt
+    finally:
+        bar.close()
+    return summary
