@@ -297,6 +297,7 @@ def log_messages(caplog) -> list[str]:
 
 
 # ------------------------------------------------------------------ vocode, mel
+@pytest.mark.slow
 def test_vocode_writes_every_good_input_and_names_each_bad_one(corpus, tmp_path, capsys, caplog):
     out = tmp_path / "out"
     inputs = corpus.paths(corpus.audio, AUDIO) + corpus.paths(corpus.mels, MELS)
@@ -331,6 +332,7 @@ def test_mel_writes_every_good_input_and_names_each_bad_one(corpus, tmp_path, ca
 
 
 # ------------------------------------------------------------------ eval
+@pytest.mark.slow
 def test_eval_scores_every_good_generated_file_and_names_each_bad_one(corpus, tmp_path, capsys):
     ref = tmp_path / "ref"
     ref.mkdir()
@@ -345,6 +347,7 @@ def test_eval_scores_every_good_generated_file_and_names_each_bad_one(corpus, tm
     assert "1 reference(s) without a generated file: x" in captured.out  # x.wav is a folder
 
 
+@pytest.mark.slow
 def test_eval_model_resynthesises_every_good_file_and_names_each_bad_one(corpus, tmp_path, capsys):
     out = tmp_path / "eval"
     code = main(["eval", "--model", str(corpus.model), "--data", str(corpus.audio), "--out", str(out),

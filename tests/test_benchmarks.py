@@ -62,6 +62,7 @@ def _check_timing(result: dict, audio_seconds: float, speed_key: str) -> None:
     assert result["memory_method"]
 
 
+@pytest.mark.slow
 def test_vocode_speed_cli(tmp_path):
     out = tmp_path / "out" / "vocode.json"
     stdout = _run("vocode_speed.py", "--sizes", "tiny", "--steps", "6", "--batch", "1", "--seconds", "0.1",
@@ -106,6 +107,7 @@ def test_vocode_speed_in_process_without_reference(capsys):
     assert cells[8:11] == ["-", "-", "-"]
 
 
+@pytest.mark.slow
 def test_train_throughput_cli(tmp_path):
     out = tmp_path / "train.json"
     stdout = _run("train_throughput.py", "--size", "tiny", "--batch", "1", "--frames", "4", "--steps", "1",
@@ -135,6 +137,7 @@ def test_train_throughput_cli(tmp_path):
         assert table[impl][8] == train.fmt(row["peak_mb"])
 
 
+@pytest.mark.slow
 def test_quality_vs_steps_table_json_and_plot(tmp_path):
     """One held-out clip, ddpm at 2 and 3 steps plus fast: a row per run, the Griffin-Lim floor, a PNG."""
     import numpy as np
@@ -159,6 +162,7 @@ def test_quality_vs_steps_table_json_and_plot(tmp_path):
     assert np.isfinite([r["means"]["mrstft"] for r in result["rows"]]).all()
 
 
+@pytest.mark.slow
 def test_engine_speed_reports_ratios_to_the_reference_measured_in_the_same_run(tmp_path, monkeypatch):
     pytest.importorskip("triton")
     monkeypatch.setenv("TRITON_INTERPRET", "1")  # the fused engine on a CPU: Triton's interpreter
@@ -179,6 +183,7 @@ def test_engine_speed_reports_ratios_to_the_reference_measured_in_the_same_run(t
     assert printed == engines
 
 
+@pytest.mark.slow
 def test_engine_speed_times_each_engine_with_each_stored_schedule(tmp_path, tiny_model):
     from audiodiff.pipeline.audio_diffusion import SamplingSchedule
 
@@ -198,6 +203,7 @@ def test_engine_speed_times_each_engine_with_each_stored_schedule(tmp_path, tiny
     assert printed[-2] == ["fp32-folded", "two", "2"]
 
 
+@pytest.mark.slow
 def test_precision_quality_compares_each_engine_with_the_same_precision_eager(tmp_path, monkeypatch,
                                                                              tiny_model_file):
     import soundfile as sf
@@ -219,6 +225,7 @@ def test_precision_quality_compares_each_engine_with_the_same_precision_eager(tm
         assert math.isclose(rows[engine]["mel_l1"], rows["fp32"]["mel_l1"], rel_tol=1e-3)
 
 
+@pytest.mark.slow
 def test_fused_kernel_checks_each_launch_against_float32_in_its_own_process(tmp_path, monkeypatch):
     pytest.importorskip("triton")
     monkeypatch.setenv("TRITON_INTERPRET", "1")  # Triton's interpreter on the CPU, in fp16 (it has no bf16)
@@ -235,6 +242,7 @@ def test_fused_kernel_checks_each_launch_against_float32_in_its_own_process(tmp_
     assert "| 2048x4 | mel" in table
 
 
+@pytest.mark.slow
 def test_upsampler_speed_times_both_forms_and_checks_they_agree(tmp_path):
     out = tmp_path / "upsampler.json"
     table = _run("upsampler_speed.py", "--device", "cpu", "--batch", "1", "2", "--seconds", "0.1",
@@ -249,6 +257,7 @@ def test_upsampler_speed_times_both_forms_and_checks_they_agree(tmp_path):
     assert len(_table_rows(table)) == 2
 
 
+@pytest.mark.slow
 def test_kernel_registers_compiles_each_kernel_of_a_launch_for_the_h100_without_one(tmp_path):
     """Triton's bundled ptxas reports registers and spills: a grouped launch has one row per kernel
     size it runs (tiny at g16: [1 2 4 8] [16] [32 1 2 4 8] [16] [32], so 3 single blocks, a 4 and a 5)."""
@@ -267,6 +276,7 @@ def test_kernel_registers_compiles_each_kernel_of_a_launch_for_the_h100_without_
     assert len(_table_rows(table)) == 3 and "sm_90a" in table
 
 
+@pytest.mark.slow
 def test_diagnose_vocoder_scores_one_step_x0_against_the_naive_estimate_at_each_level(tmp_path):
     """Two levels on one clip of a tiny model: a row per level, the naive SNR is the analytic one, the
     Griffin-Lim check, the mel statistics and the conditioner check are all there, the JSON matches."""

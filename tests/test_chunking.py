@@ -53,6 +53,7 @@ def long_mel() -> torch.Tensor:
     return torch.randn(2, 80, 180, generator=torch.Generator().manual_seed(1)) - 4.0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sampler, steps", [("fast", None), ("ddpm", 3)])
 def test_chunked_audio_equals_one_piece(long_mel: torch.Tensor, sampler: str, steps: int | None):
     model = make_tiny_model()
@@ -64,6 +65,7 @@ def test_chunked_audio_equals_one_piece(long_mel: torch.Tensor, sampler: str, st
         assert (chunked - whole).abs().max() < 1e-5, chunk_frames
 
 
+@pytest.mark.slow
 def test_without_the_halo_the_seams_differ(long_mel: torch.Tensor):
     """The exactness above is the halo's doing: with none, predictions at the seams change."""
     model = make_tiny_model()
@@ -79,6 +81,7 @@ def test_without_the_halo_the_seams_differ(long_mel: torch.Tensor):
     assert (seams - whole)[:, 1000: seam - 1000].abs().max() < 1e-5  # far from the seams they agree
 
 
+@pytest.mark.slow
 def test_auto_chunks_long_inputs_on_the_cpu_only_beyond_two_seconds(long_mel: torch.Tensor, monkeypatch):
     import audiodiff.pipeline.audio_diffusion as pretrained
 
@@ -93,6 +96,7 @@ def test_auto_chunks_long_inputs_on_the_cpu_only_beyond_two_seconds(long_mel: to
     assert calls == [short_frames]
 
 
+@pytest.mark.slow
 def test_ten_minutes_vocode_in_bounded_memory(tmp_path: Path, tiny_model_file: Path):
     """``audiodiff vocode`` on a 10-minute mel (tiny model, one step to keep the test short: the
     memory does not depend on the step count) stays under the README's bound."""
@@ -113,6 +117,7 @@ def test_ten_minutes_vocode_in_bounded_memory(tmp_path: Path, tiny_model_file: P
     assert info.frames == frames * model.hop_length
 
 
+@pytest.mark.slow
 def test_chunk_seconds_option_gives_the_same_file(tmp_path: Path, tiny_model_file: Path, long_mel: torch.Tensor,
                                                   capsys):
     from audiodiff.cli import main

@@ -275,7 +275,7 @@ def test_no_usable_audio_names_the_source(tmp_path):
         module(tmp_path / "cache", root=str(tmp_path / "absent")).setup()
 
 
-@pytest.mark.parametrize("num_workers", [0, 2])
+@pytest.mark.parametrize("num_workers", [0, pytest.param(2, marks=pytest.mark.slow)])
 def test_file_deleted_after_scan_does_not_stop_an_epoch(tmp_path, caplog, num_workers):
     root = tmp_path / "d"
     for i in range(5):

@@ -11,6 +11,9 @@ import soundfile as sf
 from audiodiff.jobs.demo import DEFAULT_CLIP, run_demo
 from audiodiff.pipeline.audio_diffusion import load_model
 
+# each test trains or vocodes with a whole model: tens of seconds on a CPU
+pytestmark = pytest.mark.slow
+
 
 def test_demo_trains_vocodes_and_writes_wav_png_and_model(tmp_path: Path, capsys):
     paths = run_demo(audio_path=None, out_dir=tmp_path / "demo", minutes=0.1, seed=0)

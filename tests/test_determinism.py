@@ -5,9 +5,13 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 import soundfile as sf
 
 from conftest import make_tiny_generator, make_tiny_model, speech_like
+
+# each test runs the command line in two fresh processes
+pytestmark = pytest.mark.slow
 
 
 def _run_twice(tmp_path, args: list[str]) -> tuple:

@@ -20,6 +20,7 @@ def mel() -> torch.Tensor:
     return (-6 + 3 * torch.sin(frames + 4 * bins)).unsqueeze(0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_reduced_precision_stays_close_to_fp32(device, mel, precision):
     model = make_tiny_model().to(device)
@@ -31,6 +32,7 @@ def test_reduced_precision_stays_close_to_fp32(device, mel, precision):
     assert 0 < error < 0.05 * reference.abs().max().item()
 
 
+@pytest.mark.slow
 def test_precision_changes_the_network_dtype_only(device, mel):
     model = make_tiny_model().to(device)
     seen = []
@@ -47,6 +49,7 @@ def test_unknown_precision_is_a_value_error_naming_the_choices(mel):
         make_tiny_model().vocode(mel, precision="int8")
 
 
+@pytest.mark.slow
 def test_chunked_vocoding_in_bf16_matches_one_piece_in_bf16(device):
     model = make_tiny_model().to(device)
     mel = -6 + torch.rand(1, 80, 60, generator=torch.Generator().manual_seed(0))
@@ -65,6 +68,7 @@ def test_generate_takes_a_precision(device):
     assert (fast - exact).abs().max().item() < 0.1 * exact.abs().max().item()
 
 
+@pytest.mark.slow
 def test_compiled_denoiser_gives_the_eager_audio(device, mel):
     model = make_tiny_model().to(device)
     eager = model.vocode(mel, seed=2)
@@ -73,6 +77,7 @@ def test_compiled_denoiser_gives_the_eager_audio(device, mel):
     assert torch.allclose(compiled, eager, atol=1e-3)
 
 
+@pytest.mark.slow
 def test_half_precision_file_round_trip(tmp_path, mel):
     model = make_tiny_model()
     full, half = tmp_path / "full.safetensors", tmp_path / "half.safetensors"

@@ -89,6 +89,7 @@ def test_pairing_errors_are_clear(tmp_path):
 
 
 # ------------------------------------------------------------------ metrics
+@pytest.mark.slow
 def test_identical_signals_give_ideal_scores(speech):
     score = score_pair(speech, speech.copy(), SR)
     assert score.pesq_wb == pytest.approx(4.644, abs=1e-3)
@@ -104,6 +105,7 @@ def test_identical_signals_give_ideal_scores(speech):
     assert score.duration_s == pytest.approx(2.5, abs=1e-3)
 
 
+@pytest.mark.slow
 def test_added_noise_lowers_pesq_and_stoi_monotonically(speech, noise):
     levels = [0.0, 0.003, 0.01, 0.03, 0.1]
     scores = [score_pair(speech, speech + level * noise, SR, metrics=("pesq", "stoi", "mcd")) for level in levels]
@@ -115,6 +117,7 @@ def test_added_noise_lowers_pesq_and_stoi_monotonically(speech, noise):
     assert scores[-1].pesq_wb < 1.5 and scores[-1].stoi < 0.8
 
 
+@pytest.mark.slow
 def test_delayed_copy_is_detected_and_can_be_compensated(speech):
     lag = round(0.020 * SR)
     reference = np.concatenate([speech, np.zeros(lag)])
@@ -143,6 +146,7 @@ def test_mcd_ignores_gain_but_not_spectral_shape(speech, noise):
     assert mel_cepstral_distortion(speech, lowpassed, SR) > 1.0
 
 
+@pytest.mark.slow
 def test_f0_rmse_of_a_detuned_tone_is_its_interval():
     sr16 = 16000
     reference = sine(1.0, sr16, freq=220.0).astype(np.float64)
@@ -167,6 +171,7 @@ def test_length_mismatch_is_trimmed_with_a_note(speech):
     assert within_a_hop.notes == []
 
 
+@pytest.mark.slow
 def test_silent_and_short_clips_give_none_with_notes(speech):
     silent = np.zeros_like(speech)
     ref_silent = score_pair(silent, speech, SR)
@@ -212,6 +217,7 @@ def test_missing_judge_gives_an_install_hint(monkeypatch):
         check_judges(["distillmos"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("judge", sorted(JUDGES))
 def test_installed_judges_prefer_clean_speech(judge, speech, noise):
     if judge not in available_judges():
@@ -289,6 +295,7 @@ def test_griffin_lim_reproduces_the_mel(preset):
 
 
 # ------------------------------------------------------------------ resynthesis
+@pytest.mark.slow
 def test_resynthesise_folder_writes_three_folders_and_resumes(tmp_path):
     model = make_tiny_model()
     hop = model.hop_length
@@ -362,6 +369,7 @@ def test_eval_cli_usage_errors(tmp_path, capsys):
     assert "nope" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_eval_cli_runs_the_chosen_engine_and_each_engine_gives_the_same_audio(tmp_path, monkeypatch):
     from audiodiff.pipeline import audio_diffusion as pretrained
     from audiodiff.cli import main

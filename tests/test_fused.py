@@ -39,6 +39,7 @@ def conditioning_of(network: DiffWave, mode: str, batch: int, length: int, devic
     return network.condition(mel, cache_projections=(mode == "cached mel"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("group_halo", [0, 16], ids=["one block a kernel", "grouped blocks"])
 @pytest.mark.parametrize("mode, overrides", [
     ("cached mel", {}), ("mel", {}), ("unconditional", {"n_mels": None}),
@@ -71,6 +72,7 @@ def short_mel() -> torch.Tensor:
     return (-6 + 3 * torch.sin(frames + 4 * bins)).unsqueeze(0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("group_halo", [0, 30])
 def test_fused_vocoding_gives_the_eager_audio(fused_device, short_mel, group_halo):
     model = make_tiny_model().to(fused_device)
@@ -81,6 +83,7 @@ def test_fused_vocoding_gives_the_eager_audio(fused_device, short_mel, group_hal
     assert (fused - eager).abs().max().item() < tolerance * eager.abs().max().item()
 
 
+@pytest.mark.slow
 def test_fused_vocoding_reads_the_mel_not_cached_projections(fused_device, short_mel, monkeypatch):
     model = make_tiny_model().to(fused_device).fuse_denoiser(cpu_launch(fused_device, 2048))
     seen = []
@@ -92,6 +95,7 @@ def test_fused_vocoding_reads_the_mel_not_cached_projections(fused_device, short
     assert seen == [False]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
 def test_fused_reduced_precision_stays_close_to_eager(fused_device, short_mel, precision):
     if fused_device == "cpu" and precision == "bf16":
@@ -116,6 +120,7 @@ def test_fused_conditioning_memory_is_the_upsampled_mel_only(fused_device):
         model.conditioning_bytes_per_frame("int8")
 
 
+@pytest.mark.slow
 def test_fused_chunked_vocoding_matches_one_piece(fused_device):
     model = make_tiny_model().to(fused_device).fuse_denoiser(cpu_launch(fused_device, 4096))
     mel = -6 + torch.rand(1, 80, 12, generator=torch.Generator().manual_seed(0))
@@ -124,6 +129,7 @@ def test_fused_chunked_vocoding_matches_one_piece(fused_device):
     assert (whole - chunked).abs().max().item() < 1e-3 * whole.abs().max().item()
 
 
+@pytest.mark.slow
 def test_fused_generation_with_guidance_gives_the_eager_clips(fused_device):
     model = make_tiny_generator().to(fused_device)
     eager = model.generate(2, 1000, labels=["door", "rain"], guidance=2.0, seed=5)

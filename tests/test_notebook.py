@@ -38,6 +38,7 @@ def _text(output) -> str:
     return data.get("text/markdown", "") + data.get("text/plain", "")
 
 
+@pytest.mark.slow
 def test_quickstart_notebook_runs_and_shows_audio_figures_and_sampler_table(tmp_path: Path, python3_kernel: str):
     nb = nbformat.read(NOTEBOOK, as_version=4)
     # stored without outputs, so the repository stays small

@@ -20,6 +20,7 @@ CLIP = REPO / "audiodiff" / "examples" / "cs-v-neboj1.ogg"
 pytestmark = pytest.mark.filterwarnings("ignore:.*torch.jit.script.*:DeprecationWarning")
 
 
+@pytest.mark.slow
 def test_overfit_pitch_cli(tmp_path):
     pytest.importorskip("librosa")
     out = tmp_path / "overfit.json"

@@ -142,6 +142,7 @@ def test_sampling_draws_every_noise_from_the_prior(sampler):
     assert float(run(None).abs().max()) > 10 * float(small.abs().max())
 
 
+@pytest.mark.slow
 def test_a_prior_is_part_of_the_model_file_and_old_files_are_unchanged(tmp_path):
     model = make_tiny_model()
     assert model.config.prior is None and "prior" not in model.config.to_dict()
@@ -184,6 +185,7 @@ def test_training_module_options_build_the_prior_and_the_x0_loss():
         DiffusionModule(size="tiny", x0_loss_weight=-1.0)
 
 
+@pytest.mark.slow
 def test_recipe_efficiency_script_smoke(tmp_path, monkeypatch, capsys):
     """Two variants, a fraction of a CPU second each, on synthetic speech: the table, JSON and PNG.
     The workers run in this process (each is otherwise a fresh interpreter) to keep it short."""

@@ -158,6 +158,7 @@ def small_reference_predict(small_reference):
     inference.models.pop(model_dir, None)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 123])
 def test_fast_sampler_equals_reference(reference_predict, imported, speech_mel, seed):
     expected = reference_predict(speech_mel, seed, fast=True)
@@ -174,7 +175,7 @@ def test_small_model_config_is_read_from_params(small_imported):
     assert (denoiser.residual_layers, denoiser.residual_channels, denoiser.dilation_cycle) == (10, 16, 5)
 
 
-@pytest.mark.parametrize("fast", [True, False], ids=["fast", "ddpm"])
+@pytest.mark.parametrize("fast", [True, pytest.param(False, marks=pytest.mark.slow)], ids=["fast", "ddpm"])
 def test_small_model_samplers_equal_reference(small_reference_predict, small_imported, speech_mel, fast):
     expected = small_reference_predict(speech_mel, 7, fast=fast)
     ours = small_imported.vocode(speech_mel, seed=7, sampler="fast" if fast else "ddpm")
@@ -187,7 +188,7 @@ def test_vocode_accepts_unbatched_mel(small_imported, speech_mel):
 
 
 # -------------------------------------------------------------- round-trip
-@pytest.mark.parametrize("which", ["base", "small"])
+@pytest.mark.parametrize("which", [pytest.param("base", marks=pytest.mark.slow), "small"])
 def test_save_then_load_gives_identical_audio(which, imported, small_imported, speech_mel, tmp_path):
     model = imported if which == "base" else small_imported
     path = model.save(tmp_path / "converted.safetensors")

@@ -171,6 +171,7 @@ def test_search_schedule_keeps_the_stored_float_dtype_of_the_model_file(tmp_path
     assert stored_float_dtype(tmp_path / "missing.safetensors") is None
 
 
+@pytest.mark.slow
 def test_search_schedule_cli_end_to_end(tmp_path, tiny_model_file, capsys):
     data = tmp_path / "held-out"
     for k in range(2):
@@ -198,6 +199,7 @@ def test_search_schedule_cli_end_to_end(tmp_path, tiny_model_file, capsys):
     np.testing.assert_array_equal(sf.read(tmp_path / "voc" / "mel.wav")[0], sf.read(tmp_path / "direct.wav")[0])
 
 
+@pytest.mark.slow
 def test_cli_usage_errors_are_one_line(tmp_path, tiny_model_file, capsys):
     runs = [
         (["vocode", "x.npy", "--model", str(tiny_model_file), "--schedule", "searched-4"], "it stores none"),

@@ -54,6 +54,7 @@ def test_a_file_named_like_a_shipped_model_wins(tmp_path, monkeypatch):
     assert resolve_model_path("speech-22k") == Path("speech-22k")
 
 
+@pytest.mark.slow
 def test_shipped_vocoder_beats_noise_on_held_out_speech():
     """A real property of a trained vocoder: its output's mel is far closer to the input's than
     silence's or white noise's is (a random network fails this)."""
@@ -71,6 +72,7 @@ def test_shipped_vocoder_beats_noise_on_held_out_speech():
     assert ours < 0.7 * float(mel_l1_distance(model.mel(torch.zeros_like(noise)), mel)[0])
 
 
+@pytest.mark.slow
 def test_vocode_and_generate_use_the_shipped_models_by_default(tmp_path, capsys):
     mel = tmp_path / "tts.npy"
     np.save(mel, np.linspace(-9.0, 0.5, 12 * 80, dtype=np.float32).reshape(12, 80))  # (frames, n_mels), as a TTS writes

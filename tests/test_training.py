@@ -62,6 +62,7 @@ def assert_tensorboard_logs(runs: Path) -> None:
     assert "val/0/mel" in tags["images"]
 
 
+@pytest.mark.slow
 def test_fit_resume_export_and_vocode(tmp_path: Path, speech_dir: Path, capsys):
     runs, cache = tmp_path / "runs", tmp_path / "cache"
     cli = run_training(fast_args(speech_dir, runs, 4, cache))
@@ -94,6 +95,7 @@ def test_fit_resume_export_and_vocode(tmp_path: Path, speech_dir: Path, capsys):
     assert "trained 6 steps" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_ddp_on_two_cpu_processes(tmp_path: Path, speech_dir: Path):
     runs = tmp_path / "runs"
     args = fast_args(speech_dir, runs, 2, tmp_path / "cache") + [
@@ -108,6 +110,7 @@ def test_ddp_on_two_cpu_processes(tmp_path: Path, speech_dir: Path):
     assert load_checkpoint(last).config.training_step == 2
 
 
+@pytest.mark.slow
 def test_bad_files_are_skipped_by_the_scan(tmp_path: Path, speech_dir: Path, capsys, caplog):
     (speech_dir / "broken.wav").write_bytes(b"RIFF\x00\x00not really a wav")
     sf.write(speech_dir / "silent.wav", np.zeros(22050, np.float32), 22050)
@@ -153,6 +156,7 @@ def test_ema_callback_averages_like_the_formula():
     assert torch.allclose(averaged.module.weight, expected)
 
 
+@pytest.mark.slow
 def test_init_from_continues_the_weights_and_counts_steps(tmp_path: Path, speech_dir: Path, capsys):
     runs, cache = tmp_path / "runs", tmp_path / "cache"
     run_training(fast_args(speech_dir, runs, 2, cache))
@@ -191,6 +195,7 @@ def test_init_from_a_model_of_another_shape_is_one_line(tmp_path: Path, speech_d
                      + ["--init-from", str(tmp_path / "missing.safetensors")])
 
 
+@pytest.mark.slow
 def test_last_checkpoint_holds_the_final_step_off_the_interval(tmp_path: Path, speech_dir: Path):
     runs = tmp_path / "runs"
     # last.ckpt is saved every 2 steps; 3 steps end between two saves

@@ -65,6 +65,7 @@ def test_noise_and_steps_on_the_cpu_are_the_numbers_drawn_before():
     assert torch.equal(seen["x"], a.sqrt() * audio + (1 - a).sqrt() * noise)
 
 
+@pytest.mark.slow
 def test_compiled_training_step_matches_eager(device):
     """Compiling takes minutes on a 2-core CPU: runs there only with ``AUDIODIFF_TEST_COMPILE=1``."""
     if device == "cpu" and os.environ.get("AUDIODIFF_TEST_COMPILE") != "1":

@@ -71,6 +71,7 @@ def test_vocode_cli_writes_exact_lengths_and_reports_bad_files(tmp_path: Path, t
     assert not (out / "wrong_bins.wav").exists()
 
 
+@pytest.mark.slow
 def test_inputs_with_the_same_output_name_do_not_overwrite_each_other(tmp_path: Path, tiny_model_file: Path,
                                                                       capsys):
     """``x/a.npy`` and ``y/a.npy`` would both become ``a.wav``: the second is one error line, the
@@ -108,6 +109,7 @@ def test_resynthesis_from_audio_file_at_another_rate(tmp_path: Path, tiny_model_
     assert audio.shape[0] % 256 == 0 and 0 <= int(0.5 * 22050) - audio.shape[0] < 256
 
 
+@pytest.mark.slow
 def test_same_seed_same_audio_and_batching_keeps_lengths(tiny_model, device):
     model = tiny_model.to(device)
     mel_a = torch.from_numpy(real_mel(model, 0.3, seed=1))
@@ -205,6 +207,7 @@ def test_import_diffwave_cli_writes_a_loadable_model(tmp_path: Path, capsys):
     assert "missing.pt" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_uncached_conditioning_gives_the_same_audio(tiny_model):
     mel = torch.from_numpy(real_mel(tiny_model, 0.3, seed=4))
     cached = tiny_model.vocode(mel, seed=1)
