@@ -44,7 +44,7 @@ def add_parser(subparsers, parents: list) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from audiodiff.eval.evaluate import check_judges
+    from audiodiff.eval import check_judges
 
     try:
         check_judges(args.judges or [])
@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _score_folders(args: argparse.Namespace, ref_dir, gen_dir, sample_rate: int, mel_preset: str, title: str):
     """Pair, score and print one evaluation; returns the :class:`EvalResult`."""
-    from audiodiff.eval.evaluate import evaluate_pairs, pair_files
+    from audiodiff.eval import evaluate_pairs, pair_files
 
     pairing = pair_files(ref_dir, gen_dir)
     result = evaluate_pairs(pairing, sample_rate, mel_preset=mel_preset, judges=args.judges or (),
@@ -76,7 +76,7 @@ def _score_folders(args: argparse.Namespace, ref_dir, gen_dir, sample_rate: int,
 
 def _eval_folders(args: argparse.Namespace) -> int:
     from audiodiff.io.audio import audio_info
-    from audiodiff.eval.evaluate import write_json
+    from audiodiff.eval import write_json
     from audiodiff.io.audio_files import audio_files_by_name
 
     refs = audio_files_by_name(args.ref)
@@ -93,7 +93,7 @@ def _eval_folders(args: argparse.Namespace) -> int:
 def _eval_model(args: argparse.Namespace) -> int:
     import torch
 
-    from audiodiff.eval.evaluate import resynthesise_folder, write_json
+    from audiodiff.eval import resynthesise_folder, write_json
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -129,7 +129,7 @@ def _eval_model(args: argparse.Namespace) -> int:
 
 def _floor_comparison(model_result, floor_result) -> str:
     """Mean of each metric for the model and the Griffin-Lim floor, and which is better."""
-    from audiodiff.eval.evaluate import METRICS
+    from audiodiff.eval import METRICS
 
     info = {m.key: m for m in METRICS}
     model_means, floor_means = model_result.means(), floor_result.means()
