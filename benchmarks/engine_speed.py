@@ -128,7 +128,7 @@ def our_schedules(schedule_from: list[str] | None) -> list[tuple[str, Any, int]]
     or each NAME of ``--schedule-from MODEL NAME...`` (``fast``, or one stored in MODEL)."""
     if not schedule_from:
         return [("fast", "fast", 6)]
-    from audiodiff.pipeline.audio_diffusion import load_any
+    from audiodiff.pipeline import load_any
 
     path, *names = schedule_from
     model = load_any(path)

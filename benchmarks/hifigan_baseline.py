@@ -320,7 +320,7 @@ def main(argv: list[str] | None = None, hifigan_loader: Callable[[str], torch.nn
 def run(args, out: Path, folder: Path | None, hifigan_loader) -> dict[str, Any]:
     from audiodiff.eval.evaluate import check_judges, griffin_lim, resynthesise_folder
     from audiodiff.mel import mel_preset
-    from audiodiff.pipeline.audio_diffusion import load_model
+    from audiodiff.pipeline import load_model
 
     default_threads = torch.get_num_threads()
     info = machine_info("cpu")

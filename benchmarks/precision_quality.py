@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
 
     from audiodiff.dsp.spectral import mel_l1_distance, multi_resolution_stft_distance
-    from audiodiff.pipeline.audio_diffusion import load_any
+    from audiodiff.pipeline import load_any
 
     model = load_any(args.model, args.device)
     engines = {engine for _, engine in map(split_precision, args.precisions)} - {None}

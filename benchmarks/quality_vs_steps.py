@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
 
     from audiodiff.eval.evaluate import result_keys, write_json
-    from audiodiff.pipeline.audio_diffusion import load_any
+    from audiodiff.pipeline import load_any
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from _common import machine_info

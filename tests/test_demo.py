@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 
 from audiodiff.jobs.demo import DEFAULT_CLIP, run_demo
-from audiodiff.pipeline.audio_diffusion import load_model
+from audiodiff.pipeline import load_model
 
 
 def test_demo_trains_vocodes_and_writes_wav_png_and_model(tmp_path: Path, capsys):

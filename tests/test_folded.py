@@ -161,7 +161,7 @@ def test_folded_weights_are_built_once_per_dtype_and_refolding_reads_new_weights
 def test_cli_runs_the_folded_engine_on_a_cpu_by_default_with_the_eager_audio(tmp_path, tiny_model_file, monkeypatch):
     from audiodiff.io.audio import load_audio
     from audiodiff.cli import main
-    from audiodiff.pipeline.audio_diffusion import AudioDiffusion
+    from audiodiff.pipeline import AudioDiffusion
 
     folded = []
     fold = AudioDiffusion.fold_denoiser

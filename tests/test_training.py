@@ -14,7 +14,7 @@ import soundfile as sf
 import torch
 
 from audiodiff.cli import main
-from audiodiff.pipeline.audio_diffusion import load_checkpoint, load_model
+from audiodiff.pipeline import load_checkpoint, load_model
 from audiodiff.training.run import run_training
 from conftest import speech_like
 

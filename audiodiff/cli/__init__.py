@@ -40,7 +40,7 @@ def _resolve_device(name: str) -> str:
 
 
 def _load_model(path: str, device: str = "cpu"):
-    from audiodiff.pipeline.audio_diffusion import load_any
+    from audiodiff.pipeline.loading import load_any
 
     return load_any(path, device)
 
@@ -424,7 +424,8 @@ def _describe_schedule(stored) -> str:
 def cmd_search_schedule(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from audiodiff.pipeline.audio_diffusion import check_schedule_name, stored_float_dtype
+    from audiodiff.pipeline.config import check_schedule_name
+    from audiodiff.io.model_file import stored_float_dtype
     from audiodiff.jobs.search_schedule import search_schedule
 
     _check_search_options(args)
@@ -486,7 +487,7 @@ def _search_clips(args: argparse.Namespace, model) -> list:
 def cmd_export(args: argparse.Namespace) -> int:
     import torch
 
-    from audiodiff.pipeline.audio_diffusion import load_checkpoint
+    from audiodiff.pipeline.loading import load_checkpoint
 
     model = load_checkpoint(args.checkpoint)
     target = model.save(args.output, dtype=torch.float16 if args.half else None)
@@ -496,7 +497,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_import_diffwave(args: argparse.Namespace) -> int:
-    from audiodiff.pipeline.audio_diffusion import import_diffwave
+    from audiodiff.pipeline.reference import import_diffwave
 
     model = import_diffwave(args.checkpoint)
     target = model.save(args.output)
@@ -744,7 +745,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _one_line_errors() -> tuple[type[BaseException], ...]:
     from audiodiff.io.audio import AudioError
-    from audiodiff.pipeline.audio_diffusion import ModelFileError
+    from audiodiff.io.model_file import ModelFileError
     from audiodiff.io.mel_files import InputError
 
     return (CommandError, ModelFileError, AudioError, InputError, FileNotFoundError, ValueError)
