@@ -310,7 +310,7 @@ def load_vocoder(path: str, parser: Any) -> Any:
     """The model at ``path`` (a file or a shipped name) on the CPU; ``parser.error`` unless it is a vocoder."""
     from audiodiff.pipeline import load_any
 
-    model = load_any(path, "cpu")
+    model = load_any(path, "cpu", engine="eager")
     if model.mel_frontend is None:
         parser.error(f"{path} is not a vocoder")
     return model

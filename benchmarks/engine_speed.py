@@ -131,7 +131,7 @@ def our_schedules(schedule_from: list[str] | None) -> list[tuple[str, Any, int]]
     from audiodiff.pipeline import load_any
 
     path, *names = schedule_from
-    model = load_any(path)
+    model = load_any(path, engine="eager")
     stored = {name: model.sampling_schedule(name) for name in names if name != "fast"}
     return [(name, "fast", 6) if name == "fast" else (name, stored[name], stored[name].steps) for name in names]
 

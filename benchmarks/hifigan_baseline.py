@@ -325,7 +325,7 @@ def run(args, out: Path, folder: Path | None, hifigan_loader) -> dict[str, Any]:
     default_threads = torch.get_num_threads()
     info = machine_info("cpu")
     judges = list(check_judges(args.judges))
-    model = load_model(args.model)
+    model = load_model(args.model, engine="eager")
     mel_config = mel_preset("hifigan")
     if model.config.mel != mel_config:
         raise SystemExit(f"{args.model}: its mel is {model.config.mel}, not the hifigan preset HiFi-GAN was trained on")

@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> dict:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from _common import machine_info
 
-    model = load_any(args.model, args.device)
+    model = load_any(args.model, args.device, engine="eager")
     if model.mel_frontend is None:
         parser.error(f"{args.model} is not a vocoder")
     keys = result_keys(args.metrics)

@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> dict:
     from audiodiff.jobs.generate import generate_clips, plan_clips, save_contact_sheet
     from audiodiff.pipeline import load_any
 
-    model = load_any(args.model, args.device)
+    model = load_any(args.model, args.device, engine="eager")
     names = model.config.class_names
     if not names:
         parser.error(f"{args.model} is not a class-conditional model")

@@ -42,7 +42,7 @@ def _resolve_device(name: str) -> str:
 def _load_model(path: str, device: str = "cpu"):
     from audiodiff.pipeline.loading import load_any
 
-    return load_any(path, device)
+    return load_any(path, device, engine="eager")  # --engine is applied by _set_up_engine
 
 
 def _choose_sampler(args: argparse.Namespace, model) -> int:

@@ -7,8 +7,9 @@ version), :mod:`.loading` (model files, checkpoints, shipped models), :mod:`.ref
 """
 
 from audiodiff.diffusion.samplers import SAMPLERS, SamplingSchedule
+from audiodiff.engines.policy import PRECISIONS, resolve_engine, resolve_precision
 from audiodiff.io.model_file import ModelFileError, stored_float_dtype
-from audiodiff.pipeline.audio_diffusion import DEFAULT_CONDITIONING_BUDGET, PRECISIONS, AudioDiffusion
+from audiodiff.pipeline.audio_diffusion import DEFAULT_CONDITIONING_BUDGET, AudioDiffusion
 from audiodiff.pipeline.config import (CHECKPOINT_CONFIG_KEY, FORMAT_NAME, FORMAT_VERSION, ModelConfig,
                                        check_schedule_name)
 from audiodiff.pipeline.loading import (DEFAULT_GENERATOR, DEFAULT_VOCODER, SHIPPED_MODELS, load_any,
@@ -21,5 +22,5 @@ __all__ = [
     "FORMAT_NAME", "FORMAT_VERSION", "ModelConfig", "ModelFileError", "PRECISIONS", "SAMPLERS", "SHIPPED_MODELS",
     "SamplingSchedule", "check_schedule_name", "config_from_reference", "import_diffwave", "load_any",
     "load_checkpoint", "load_model", "load_weights_only", "read_config_dict", "resolve_model_path",
-    "shipped_model_path", "stored_float_dtype",
+    "resolve_engine", "resolve_precision", "shipped_model_path", "stored_float_dtype",
 ]

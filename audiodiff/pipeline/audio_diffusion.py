@@ -31,11 +31,16 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from audiodiff.diffusion.noise import Seed, randn_rows, row_generators
-from audiodiff.diffusion.sampling import SAMPLER_FUNCTIONS, EpsFn, classifier_free_guidance
-from audiodiff.diffusion.samplers import SamplingSchedule, resolve_sampling_schedule
+from audiodiff.diffusion.noise import Seed
+from audiodiff.diffusion.sampling import EpsFn, classifier_free_guidance
+from audiodiff.diffusion.samplers import (SamplingSchedule, StepTable, resolve_sampling_schedule,
+                                          run_sampling_schedule)
 from audiodiff.diffusion.schedule import NoiseSchedule
-from audiodiff.engines.chunking import chunk_frames_for, chunked_eps_fn, default_chunk_seconds
+from audiodiff.engines.base import EagerEngine, Engine
+from audiodiff.engines.chunking import StepFn, chunk_frames_for, chunked_eps_fn
+from audiodiff.engines.policy import PRECISIONS, default_chunk_seconds, resolve_precision
+from audiodiff.engines.registry import make_engine
+from audiodiff.io.mel_files import orient_mel
 from audiodiff.io.model_file import write_model_file
 from audiodiff.mel import MelSpectrogram
 from audiodiff.network.diffwave import Conditioning, DiffWave
@@ -47,10 +52,6 @@ if TYPE_CHECKING:
 #: Cached per-block conditioner projections may use this much memory; beyond it they are
 #: recomputed at each step (the upsampled mel is still computed once).
 DEFAULT_CONDITIONING_BUDGET = 2 * 2**30
-#: ``precision`` of the network during sampling: autocast dtype (``None``: plain float32). The
-#: sampler's own arithmetic stays in float32 (or float64) whatever the precision.
-PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
 
 Labels = int | str | Sequence[int | str] | None
 #: A built-in sampler name, the name of a schedule stored in the model, or explicit levels.
@@ -58,14 +59,16 @@ Sampler = str | SamplingSchedule
 
 
 def _element_size(precision: str) -> int:
-    """Bytes per activation under ``precision`` (a key of :data:`PRECISIONS`; another is a ValueError)."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; choose one of {list(PRECISIONS)}")
+    """Bytes per activation under ``precision`` (a key of :data:`PRECISIONS`)."""
     return 4 if PRECISIONS[precision] is None else 2
 
 
 class AudioDiffusion(nn.Module):
-    """A denoiser with its mel front end and noise schedule: what a model file holds."""
+    """A denoiser with its mel front end and noise schedule: what a model file holds.
+
+    ``engine`` (:class:`~audiodiff.engines.base.Engine`) is how the network runs while sampling:
+    eager until :meth:`use_engine` chooses another (``load_model`` chooses by device).
+    """
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -73,7 +76,18 @@ class AudioDiffusion(nn.Module):
         self.network = DiffWave(config.denoiser)
         self.mel_frontend = MelSpectrogram(config.mel) if config.mel is not None else None
         self.schedule = NoiseSchedule(config.schedule)
-        self._denoise: Callable[..., Tensor] = self.network.denoise
+        self.engine: Engine = EagerEngine(self.network)
+
+    def use_engine(self, name: str, **options: Any) -> "AudioDiffusion":
+        """Sample with the engine ``name`` from now on (returns ``self``).
+
+        ``name`` and ``options`` are those of :data:`audiodiff.engines.registry.ENGINES`: ``eager``,
+        ``folded``, ``compile`` (``mode``, ``dynamic``), ``fused`` (``launch``, ``read_mel``). An
+        engine that cannot run this model here raises ``RuntimeError`` saying why. Engines that
+        keep their own form of the weights rebuild it when the weights change.
+        """
+        self.engine = make_engine(name, self.network, **options)
+        return self
 
     def compile_denoiser(self, mode: str | None = None, dynamic: bool | None = None) -> "AudioDiffusion":
         """Sample with a ``torch.compile``-d denoiser from now on (returns ``self``).
@@ -83,25 +97,19 @@ class AudioDiffusion(nn.Module):
         the compile cost are in ``benchmarks/RESULTS.md``. Pays off when many equal-length
         batches are vocoded, e.g. a server, not for one file.
         """
-        self._denoise = torch.compile(self.network.denoise, mode=mode, dynamic=dynamic)
-        return self
+        return self.use_engine("compile", mode=mode, dynamic=dynamic)
 
     def fuse_denoiser(self, launch: Launch | str | None = None, read_mel: bool = True) -> "AudioDiffusion":
         """Sample with fused Triton kernels, one per residual block, from now on (returns ``self``).
 
         CUDA only (:mod:`audiodiff.engines.fused`); fastest with ``precision="bf16"``. A model that cannot
         use them (no CUDA, no Triton, channels not a power of two) raises ``RuntimeError`` saying
-        why. The weights are read at the first call: fuse again after changing them. ``launch``
-        (a :class:`audiodiff.engines.fused.Launch` or its text, e.g. ``"128x8"``) overrides the default.
-        With ``read_mel`` (default) the kernels project the upsampled mel themselves at every step
-        instead of reading cached per-block projections: less memory, and faster (see
-        ``benchmarks/RESULTS.md``).
+        why. ``launch`` (a :class:`audiodiff.engines.fused.Launch` or its text, e.g. ``"128x8"``)
+        overrides the default. With ``read_mel`` (default) the kernels project the upsampled mel
+        themselves at every step instead of reading cached per-block projections: less memory,
+        and faster (see ``benchmarks/RESULTS.md``).
         """
-        from audiodiff.engines.fused import FusedDenoiser, Launch
-
-        chosen = Launch.parse(launch) if isinstance(launch, str) else launch or Launch()
-        self._denoise = FusedDenoiser(self.network, chosen, read_mel)
-        return self
+        return self.use_engine("fused", launch=launch, read_mel=read_mel)
 
     def fold_denoiser(self) -> "AudioDiffusion":
         """Sample with the folded engine from now on (returns ``self``): the fastest on a CPU.
@@ -109,12 +117,8 @@ class AudioDiffusion(nn.Module):
         :class:`audiodiff.engines.folded.FoldedDenoiser` runs the residual blocks as time-major matrix
         products with scales and biases folded into the weights: the same function up to float
         rounding, in fewer and faster operations (speed and quality in ``benchmarks/RESULTS.md``).
-        The weights are read at the first call: fold again after changing them.
         """
-        from audiodiff.engines.folded import FoldedDenoiser
-
-        self._denoise = FoldedDenoiser(self.network)
-        return self
+        return self.use_engine("folded")
 
     def condition(self, mel: Tensor, cache_projections: bool = True) -> Any:
         """The mel conditioning ``(B, n_mels, frames)`` in the form the engine in use reads.
@@ -123,30 +127,27 @@ class AudioDiffusion(nn.Module):
         the folded engine's own time-major ones for it (:meth:`fold_denoiser`); without
         ``cache_projections``, the upsampled mel only. Pass it to :meth:`sample`.
         """
-        condition = getattr(self._denoise, "condition", self.network.condition)
-        return condition(mel, cache_projections=cache_projections)
+        return self.engine.condition(mel, cache_projections=cache_projections)
 
     def conditioning_bytes_per_frame(self, precision: str = "fp32") -> int:
         """Memory the mel conditioning of one frame holds while sampling, with this engine in ``precision``.
 
         The cached per-block projections (``2C x residual_layers`` values per sample), or, with
-        the fused kernels, only the upsampled mel (``n_mels`` values per sample).
+        an engine that reads the mel (the fused kernels), only the upsampled mel (``n_mels`` values per sample).
         """
-        element_size = _element_size(precision)
-        if getattr(self._denoise, "prefers_mel", False):
+        element_size = _element_size(resolve_precision(precision, self.device))
+        if self.engine.reads_mel:
             return self.config.denoiser.n_mels * self.hop_length * element_size
         return self.network.conditioning_bytes(1, self.hop_length, element_size=element_size)
 
     def autocast(self, precision: str = "fp32"):
-        """The autocast context of ``precision`` (a key of :data:`PRECISIONS`) on the model's device."""
-        if precision not in PRECISIONS:
-            raise ValueError(f"unknown precision {precision!r}; choose one of {list(PRECISIONS)}")
-        dtype = PRECISIONS[precision]
+        """The autocast context of ``precision`` (a key of :data:`PRECISIONS`, or ``auto``) on the model's device."""
+        dtype = PRECISIONS[resolve_precision(precision, self.device)]
         return nullcontext() if dtype is None else torch.autocast(self.device.type, dtype=dtype)
 
     def _with_precision(self, eps_fn: EpsFn, precision: str) -> EpsFn:
-        """``eps_fn`` with the network under ``precision`` and its result in float32."""
-        if PRECISIONS.get(precision, "?") is None:
+        """``eps_fn`` with the network under ``precision`` (resolved, not ``auto``) and its result in float32."""
+        if PRECISIONS[precision] is None:
             return eps_fn
 
         def predict(x: Tensor, sigma: float) -> Tensor:
@@ -204,11 +205,17 @@ class AudioDiffusion(nn.Module):
         self.config = dataclasses.replace(self.config, schedules=schedules)
         return self
 
-    def eps_fn(self, conditioning: Conditioning) -> EpsFn:
-        """A noise predictor ``(x (B, T), sigma) -> eps (B, T)`` for the samplers."""
+    def eps_fn(self, conditioning: Any, step_fn: StepFn | None = None) -> EpsFn:
+        """A noise predictor ``(x (B, T), sigma) -> eps (B, T)`` for the samplers, with this engine.
+
+        ``step_fn`` ``(x, sigma) -> steps (B,)`` maps a level to training steps: a
+        :class:`~audiodiff.diffusion.samplers.StepTable` of the schedule being sampled, or by
+        default :meth:`steps_for` (which interpolates the schedule at each call).
+        """
+        steps_of = self.steps_for if step_fn is None else step_fn
 
         def predict(x: Tensor, sigma: float) -> Tensor:
-            return self._denoise(x, self.steps_for(x, sigma), conditioning)
+            return self.engine.denoise(x, steps_of(x, sigma), conditioning)
 
         return predict
 
@@ -228,24 +235,35 @@ class AudioDiffusion(nn.Module):
         seed: Seed = None,
         callback: Callable[[int, int], None] | None = None,
         guidance: float | None = None,
-        precision: str = "fp32",
+        precision: str = "auto",
         noise_std: Tensor | None = None,
     ) -> Tensor:
         """Run ``sampler`` from standard normal noise of ``shape`` ``(B, T)``; returns ``(B, T)``.
 
+        ``conditioning`` is what :meth:`condition` (or the engine's ``condition``) returns.
         ``noise_std`` ``(B, T)`` scales the starting noise and every fresh draw (a data-dependent
         prior, :meth:`noise_std`; :meth:`vocode` passes it itself).
 
         With ``guidance``, ``conditioning`` is for ``2B`` rows (the classes, then the null
         class) and each step combines the two predictions (classifier-free guidance).
-        ``precision`` (``fp32``, ``bf16``, ``fp16``) is the network's autocast dtype; the
-        sampler's arithmetic and the returned audio are float32.
+        ``precision`` (``fp32``, ``bf16``, ``fp16``; ``auto``: bf16 on CUDA, fp32 elsewhere) is the
+        network's autocast dtype; the sampler's arithmetic and the returned audio are float32.
         """
-        eps_fn = self._with_precision(self.eps_fn(conditioning), precision)
+        precision = resolve_precision(precision, self.device)
+        chosen = self.sampling_schedule(sampler, steps)
+        return self._sample(conditioning, shape, chosen, seed=seed, callback=callback, guidance=guidance,
+                            precision=precision, noise_std=noise_std)
+
+    @torch.inference_mode()
+    def _sample(self, conditioning: Any, shape: tuple[int, int], chosen: SamplingSchedule, *, seed: Seed,
+                callback: Callable[[int, int], None] | None, guidance: float | None, precision: str,
+                noise_std: Tensor | None) -> Tensor:
+        """:meth:`sample` with the schedule and the precision already resolved."""
+        eps_fn = self._with_precision(self.eps_fn(conditioning, StepTable(self.schedule, chosen.sigmas)), precision)
         if guidance is not None:
             eps_fn = classifier_free_guidance(eps_fn, guidance)
-        return self._run_sampler(eps_fn, shape, sampler=sampler, steps=steps, seed=seed, callback=callback,
-                                 noise_std=noise_std)
+        return run_sampling_schedule(eps_fn, chosen, shape, seed=seed, device=self.device, callback=callback,
+                                     noise_std=noise_std)
 
     def noise_std(self, mel: Tensor) -> Tensor | None:
         """The prior's noise standard deviation for ``mel`` ``(B, n_mels, frames)``: ``(B, frames * hop)``,
@@ -257,31 +275,11 @@ class AudioDiffusion(nn.Module):
     def _run_sampler(self, eps_fn: EpsFn, shape: tuple[int, int], *, sampler: Sampler, steps: int | None,
                      seed: Seed, callback: Callable[[int, int], None] | None,
                      noise_std: Tensor | None = None) -> Tensor:
-        """``sampler`` from seeded noise of ``shape`` ``(B, T)`` with ``eps_fn``; ``(B, T)``.
-
-        The ancestral sampler starts from standard normal noise, as DiffWave does; the
-        deterministic ones from noise of the first level's standard deviation ``sigmas[0]``.
-        """
-        chosen = self.sampling_schedule(sampler, steps)  # validates the name
-        sigmas = np.asarray(chosen.sigmas, dtype=np.float64)
-        solve = SAMPLER_FUNCTIONS[chosen.sampler]
-        generators = row_generators(seed, shape[0])
-        noise = randn_rows(shape, generators, self.device)
-        if chosen.sampler != "ancestral":
-            # A deterministic solver starts from x's own distribution at the first level,
-            # alpha * x0 + sigma * z; alpha^2 Var[x0] is neglected (under 0.02 for speech at the
-            # base schedule's first level, sigma = 0.85). DiffWave's ancestral sampler starts from
-            # N(0, 1) and its fresh noise corrects the excess; an ODE solver would carry it to
-            # the end (measured: DDIM, log-SNR levels, 6 steps, log-mel L1 1.70 -> 1.14).
-            noise = noise * float(sigmas[0])
-        if noise_std is not None:  # PriorGrad: every draw from N(0, Sigma)
-            noise = noise * noise_std.to(noise.device, noise.dtype)
-
-        def fresh_noise(like: Tensor) -> Tensor:
-            fresh = randn_rows(like.shape, generators, like.device)
-            return fresh if noise_std is None else fresh * noise_std.to(fresh.device, fresh.dtype)
-
-        return solve(eps_fn, noise, sigmas, noise_fn=fresh_noise, callback=callback)
+        """``sampler`` from seeded noise of ``shape`` ``(B, T)`` with any ``eps_fn``; ``(B, T)``
+        (:func:`~audiodiff.diffusion.samplers.run_sampling_schedule`)."""
+        chosen = self.sampling_schedule(sampler, steps)
+        return run_sampling_schedule(eps_fn, chosen, shape, seed=seed, device=self.device, callback=callback,
+                                     noise_std=noise_std)
 
     def vocode(
         self,
@@ -293,7 +291,7 @@ class AudioDiffusion(nn.Module):
         callback: Callable[[int, int], None] | None = None,
         conditioning_budget: int = DEFAULT_CONDITIONING_BUDGET,
         chunk_seconds: float | str | None = "auto",
-        precision: str = "fp32",
+        precision: str = "auto",
     ) -> Tensor:
         """Mel ``(B, n_mels, frames)`` or ``(n_mels, frames)`` -> audio ``(B, frames * hop)``.
 
@@ -311,14 +309,42 @@ class AudioDiffusion(nn.Module):
         ``sampler`` is a name of :meth:`sigmas` (built-in or stored, e.g. ``"searched-4"``) or a
         :class:`SamplingSchedule` with explicit levels. ``precision`` ``bf16`` or ``fp16`` runs the
         network (and the cached conditioning) in that autocast dtype, which is faster on a GPU;
-        the sampler's arithmetic stays float32.
+        the sampler's arithmetic stays float32. ``auto`` (default) is bf16 on CUDA, fp32 elsewhere.
         """
+        self._check_vocoder()
+        resolve_precision(precision, self.device)  # an unknown precision fails before any work
+        mel = orient_mel(mel, self.config.denoiser.n_mels, "mel")
+        return self.vocode_checked(mel, sampler=sampler, steps=steps, seed=seed, callback=callback,
+                                   conditioning_budget=conditioning_budget, chunk_seconds=chunk_seconds,
+                                   precision=precision)
+
+    def _check_vocoder(self) -> None:
         if self.mel_frontend is None:
             raise ValueError("this model is unconditional; use generate()")
-        self.autocast(precision)  # an unknown precision fails before any work
-        from audiodiff.io.mel_files import orient_mel
 
-        mel = orient_mel(mel, self.config.denoiser.n_mels, "mel").to(self.device)
+    def vocode_checked(
+        self,
+        mel: Tensor,
+        *,
+        sampler: Sampler = "fast",
+        steps: int | None = None,
+        seed: Seed = None,
+        callback: Callable[[int, int], None] | None = None,
+        conditioning_budget: int = DEFAULT_CONDITIONING_BUDGET,
+        chunk_seconds: float | str | None = "auto",
+        precision: str = "auto",
+    ) -> Tensor:
+        """:meth:`vocode` for a mel already checked by :func:`~audiodiff.io.mel_files.orient_mel`:
+        ``(B, n_mels, frames)`` float32, finite, on any device -> audio ``(B, frames * hop)``.
+
+        Internal entry of the vocoding jobs, whose mels were checked when read
+        (:func:`~audiodiff.io.mel_files.read_mel_file`) or computed by :meth:`mel`: the mel is not
+        checked (or copied) again. Anything else should call :meth:`vocode`.
+        """
+        self._check_vocoder()
+        precision = resolve_precision(precision, self.device)
+        chosen = self.sampling_schedule(sampler, steps)
+        mel = mel.to(self.device)
         shape = (mel.shape[0], mel.shape[-1] * self.hop_length)
         noise_std = self.noise_std(mel)
         if chunk_seconds == "auto":
@@ -326,16 +352,17 @@ class AudioDiffusion(nn.Module):
         chunk_frames = None if chunk_seconds is None else chunk_frames_for(chunk_seconds, self.sample_rate,
                                                                            self.hop_length)
         if chunk_frames is not None and mel.shape[-1] > chunk_frames:
-            eps_fn = chunked_eps_fn(self.network, mel, self.steps_for, chunk_frames, denoise=self._denoise)
+            steps_of = StepTable(self.schedule, chosen.sigmas)
+            eps_fn = chunked_eps_fn(self.network, mel, steps_of, chunk_frames, engine=self.engine)
             with torch.inference_mode():
-                return self._run_sampler(self._with_precision(eps_fn, precision), shape, sampler=sampler,
-                                         steps=steps, seed=seed, callback=callback, noise_std=noise_std)
+                return run_sampling_schedule(self._with_precision(eps_fn, precision), chosen, shape, seed=seed,
+                                             device=self.device, callback=callback, noise_std=noise_std)
         cache_bytes = self.network.conditioning_bytes(*shape, element_size=_element_size(precision))
-        cache = cache_bytes <= conditioning_budget and not getattr(self._denoise, "prefers_mel", False)
+        cache = cache_bytes <= conditioning_budget and not self.engine.reads_mel
         with torch.inference_mode(), self.autocast(precision):
             conditioning = self.condition(mel, cache_projections=cache)
-        return self.sample(conditioning, shape, sampler=sampler, steps=steps, seed=seed, callback=callback,
-                           precision=precision, noise_std=noise_std)
+        return self._sample(conditioning, shape, chosen, seed=seed, callback=callback, guidance=None,
+                            precision=precision, noise_std=noise_std)
 
     def generate(
         self,
@@ -348,7 +375,7 @@ class AudioDiffusion(nn.Module):
         steps: int | None = None,
         seed: Seed = None,
         callback: Callable[[int, int], None] | None = None,
-        precision: str = "fp32",
+        precision: str = "auto",
     ) -> Tensor:
         """Generate ``n`` clips of ``num_samples`` samples: ``(n, num_samples)``.
 
@@ -371,10 +398,10 @@ class AudioDiffusion(nn.Module):
         ids = self.class_ids(labels, n)
         with torch.inference_mode(), self.autocast(precision):
             if guidance == 1.0 or bool((ids == self.config.denoiser.null_class).all()):
-                return self.sample(self.network.condition(None, labels=ids), (n, num_samples), sampler=sampler,
+                return self.sample(self.engine.condition(None, labels=ids), (n, num_samples), sampler=sampler,
                                    steps=steps, seed=seed, callback=callback, precision=precision)
             null = torch.full_like(ids, self.config.denoiser.null_class)
-            pairs = self.network.condition(None, labels=torch.cat([ids, null]))
+            pairs = self.engine.condition(None, labels=torch.cat([ids, null]))
         return self.sample(pairs, (n, num_samples), sampler=sampler, steps=steps, seed=seed,
                            callback=callback, guidance=guidance, precision=precision)
 

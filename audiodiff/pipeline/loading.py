@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from audiodiff.engines.policy import resolve_engine
 from audiodiff.io.model_file import ModelFileError, check_model_file, first_line, read_metadata, read_tensors
 from audiodiff.pipeline.audio_diffusion import AudioDiffusion
 from audiodiff.pipeline.config import CHECKPOINT_CONFIG_KEY, FORMAT_NAME, FORMAT_VERSION, config_from_dict
@@ -48,11 +49,14 @@ def read_config_dict(path: str | os.PathLike) -> dict[str, Any]:
     return read_metadata(path, FORMAT_NAME, FORMAT_VERSION)
 
 
-def load_model(path: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> AudioDiffusion:
+def load_model(path: str | os.PathLike | None = None, device: str | torch.device = "cpu",
+               engine: str = "auto") -> AudioDiffusion:
     """Load a ``.safetensors`` model written by :meth:`AudioDiffusion.save` (no unpickling).
 
     ``path`` may also name a shipped model (:data:`SHIPPED_MODELS`); ``None`` loads the shipped
     speech vocoder (:data:`DEFAULT_VOCODER`). Half-precision weights are loaded as float32.
+    ``engine`` (:func:`~audiodiff.engines.policy.resolve_engine`): ``auto`` runs the folded engine
+    on a CPU (the same audio up to float rounding, faster) and the eager one elsewhere, as the CLI does.
     """
     path = resolve_model_path(DEFAULT_VOCODER if path is None else path)
     config = config_from_dict(path, read_config_dict(path))
@@ -62,7 +66,13 @@ def load_model(path: str | os.PathLike | None = None, device: str | torch.device
         model.network.load_state_dict(state, strict=True)
     except Exception as error:  # noqa: BLE001 - safetensors/torch errors on damaged files
         raise ModelFileError(path, f"weights unreadable or do not match the stored config: {first_line(error)}") from None
-    return model.to(device).eval()
+    return _ready(model, device, engine)
+
+
+def _ready(model: AudioDiffusion, device: str | torch.device, engine: str) -> AudioDiffusion:
+    """``model`` on ``device``, in eval mode, sampling with ``engine`` (``auto`` resolved for the device)."""
+    model = model.to(device).eval()
+    return model.use_engine(resolve_engine(engine, model.device))
 
 
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> AudioDiffusion:
@@ -85,12 +95,13 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     return model.to(device).eval()
 
 
-def load_any(path: str | os.PathLike, device: str | torch.device = "cpu") -> AudioDiffusion:
-    """A ``.safetensors`` model (or a shipped model's name) or, for convenience, a ``.ckpt`` training checkpoint."""
+def load_any(path: str | os.PathLike, device: str | torch.device = "cpu", engine: str = "auto") -> AudioDiffusion:
+    """A ``.safetensors`` model (or a shipped model's name) or, for convenience, a ``.ckpt`` training
+    checkpoint, sampling with ``engine`` (as in :func:`load_model`)."""
     path = resolve_model_path(path)
     if Path(path).suffix == ".ckpt":
-        return load_checkpoint(path, device)
-    return load_model(path, device)
+        return _ready(load_checkpoint(path, device), device, engine)
+    return load_model(path, device, engine)
 
 
 def load_weights_only(path: str | os.PathLike) -> Any:

@@ -168,7 +168,7 @@ class DiffusionModule(pl.LightningModule):
         Raises :class:`~audiodiff.io.model_file.ModelFileError` when the file is unreadable or its
         configuration differs from the recipe's (naming the fields that differ).
         """
-        source = load_any(path)
+        source = load_any(path, engine="eager")  # only its weights and config are read
         differences = config_differences(source.config, self.model_config)
         if differences:
             raise ModelFileError(path, "cannot start from it: its configuration differs from the recipe's in "
