@@ -11,7 +11,7 @@ Python API::
 """
 
 from audiodiff.mel import MelConfig, MelSpectrogram, mel_preset
-from audiodiff.pipeline.audio_diffusion import AudioDiffusion, ModelConfig, import_diffwave, load_model
+from audiodiff.pipeline import AudioDiffusion, ModelConfig, import_diffwave, load_model
 
 __version__ = "0.1.0"
 

@@ -238,7 +238,7 @@ def save_reference_checkpoint(size: str, directory: Path, seed: int = 0) -> Path
     """A reference model of ``size`` with random weights as ``directory/weights.pt``.
 
     The same file is what ``diffwave.inference.predict(model_dir=directory)`` reads and what
-    ``audiodiff.pipeline.audio_diffusion.import_diffwave`` converts. The reference zero-initialises the output
+    ``audiodiff.pipeline.reference.import_diffwave`` converts. The reference zero-initialises the output
     projection; it gets random weights here so that outputs are not trivially zero.
     """
     from diffwave.model import DiffWave as ReferenceDiffWave
@@ -266,7 +266,7 @@ def load_reference(path: str | Path, device: str, train: bool = False):
 
 def load_ours(path: str | Path, device: str, train: bool = False):
     """Our model from the same reference checkpoint (``diffwave`` mel preset, hop 256)."""
-    from audiodiff.pipeline.audio_diffusion import import_diffwave
+    from audiodiff.pipeline import import_diffwave
 
     return import_diffwave(path).to(device).train(train)
 
@@ -308,9 +308,9 @@ def write_json(path: str | Path, data: Any) -> Path:
 
 def load_vocoder(path: str, parser: Any) -> Any:
     """The model at ``path`` (a file or a shipped name) on the CPU; ``parser.error`` unless it is a vocoder."""
-    from audiodiff.pipeline.audio_diffusion import load_any
+    from audiodiff.pipeline import load_any
 
-    model = load_any(path, "cpu")
+    model = load_any(path, "cpu", engine="eager")
     if model.mel_frontend is None:
         parser.error(f"{path} is not a vocoder")
     return model

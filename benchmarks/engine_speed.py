@@ -128,10 +128,10 @@ def our_schedules(schedule_from: list[str] | None) -> list[tuple[str, Any, int]]
     or each NAME of ``--schedule-from MODEL NAME...`` (``fast``, or one stored in MODEL)."""
     if not schedule_from:
         return [("fast", "fast", 6)]
-    from audiodiff.pipeline.audio_diffusion import load_any
+    from audiodiff.pipeline import load_any
 
     path, *names = schedule_from
-    model = load_any(path)
+    model = load_any(path, engine="eager")
     stored = {name: model.sampling_schedule(name) for name in names if name != "fast"}
     return [(name, "fast", 6) if name == "fast" else (name, stored[name], stored[name].steps) for name in names]
 

@@ -28,9 +28,9 @@ from pathlib import Path
 
 def carry(candidate: str, source: str) -> list[str]:
     """Copy ``source``'s stored schedules that ``candidate`` lacks into ``candidate``; returns their names."""
-    from audiodiff.pipeline.audio_diffusion import load_model, stored_float_dtype
+    from audiodiff.pipeline import load_model, stored_float_dtype
 
-    shipped, model = load_model(source), load_model(candidate)
+    shipped, model = load_model(source, engine="eager"), load_model(candidate, engine="eager")
     missing = [name for name in shipped.config.schedules if name not in model.config.schedules]
     if missing:
         dtype = stored_float_dtype(candidate)
@@ -76,9 +76,9 @@ def score_samplers(model, clips, samplers: dict[str, object], precision: str = "
 
 def check(first: str, second: str, data: str, device: str = "cpu", slack: float = 0.01) -> dict:
     """Score ``fast`` and ``first``'s stored schedules on both models; returns the table and verdicts."""
-    from audiodiff.pipeline.audio_diffusion import load_model
+    from audiodiff.pipeline import load_model
 
-    models = {"first": load_model(first, device), "second": load_model(second, device)}
+    models = {"first": load_model(first, device, engine="eager"), "second": load_model(second, device, engine="eager")}
     schedules = dict(models["first"].config.schedules)
     clips = _clips(data, models["first"])
     if not clips:

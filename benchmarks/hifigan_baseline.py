@@ -320,12 +320,12 @@ def main(argv: list[str] | None = None, hifigan_loader: Callable[[str], torch.nn
 def run(args, out: Path, folder: Path | None, hifigan_loader) -> dict[str, Any]:
     from audiodiff.eval import check_judges, griffin_lim, resynthesise_folder
     from audiodiff.mel import mel_preset
-    from audiodiff.pipeline.audio_diffusion import load_model
+    from audiodiff.pipeline import load_model
 
     default_threads = torch.get_num_threads()
     info = machine_info("cpu")
     judges = list(check_judges(args.judges))
-    model = load_model(args.model)
+    model = load_model(args.model, engine="eager")
     mel_config = mel_preset("hifigan")
     if model.config.mel != mel_config:
         raise SystemExit(f"{args.model}: its mel is {model.config.mel}, not the hifigan preset HiFi-GAN was trained on")

@@ -66,11 +66,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
 
     from audiodiff.dsp.spectral import mel_l1_distance, multi_resolution_stft_distance
-    from audiodiff.pipeline.audio_diffusion import load_any
+    from audiodiff.pipeline import load_any
 
-    model = load_any(args.model, args.device)
+    model = load_any(args.model, args.device, engine="eager")
     engines = {engine for _, engine in map(split_precision, args.precisions)} - {None}
-    models = {None: model, **{engine: ENGINES[engine](load_any(args.model, args.device), args.launch)
+    models = {None: model, **{engine: ENGINES[engine](load_any(args.model, args.device, engine="eager"), args.launch)
                               for engine in engines}}
     clips = held_out_audio(model, args.data)
     if not clips:

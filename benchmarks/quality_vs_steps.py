@@ -106,12 +106,12 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
 
     from audiodiff.eval import result_keys, write_json
-    from audiodiff.pipeline.audio_diffusion import load_any
+    from audiodiff.pipeline import load_any
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from _common import machine_info
 
-    model = load_any(args.model, args.device)
+    model = load_any(args.model, args.device, engine="eager")
     if model.mel_frontend is None:
         parser.error(f"{args.model} is not a vocoder")
     keys = result_keys(args.metrics)

@@ -115,9 +115,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     from audiodiff.io.audio import save_audio
     from audiodiff.jobs.generate import generate_clips, plan_clips, save_contact_sheet
-    from audiodiff.pipeline.audio_diffusion import load_any
+    from audiodiff.pipeline import load_any
 
-    model = load_any(args.model, args.device)
+    model = load_any(args.model, args.device, engine="eager")
     names = model.config.class_names
     if not names:
         parser.error(f"{args.model} is not a class-conditional model")

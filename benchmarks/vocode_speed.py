@@ -1,7 +1,7 @@
 """Vocoding speed: real-time factor of ours and of the reference ``diffwave`` package, side by side.
 
 For each size (tiny / base / large), step count, batch size: the same random weights (saved once
-as a reference checkpoint; ours loads it with ``audiodiff.pipeline.audio_diffusion.import_diffwave``) vocode
+as a reference checkpoint; ours loads it with ``audiodiff.pipeline.reference.import_diffwave``) vocode
 the same mel, and the real-time factor (RTF, audio seconds per wall second) of both is the median
 of ``--repeats`` runs after one warm-up run. ``ours/ref`` is the ratio of the two RTFs. Prints a
 table (with the machine, date and commit) and writes JSON (``--json``, atomically).

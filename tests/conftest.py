@@ -12,7 +12,7 @@ import torch
 from audiodiff.diffusion.schedule import SCHEDULES
 from audiodiff.mel import mel_preset
 from audiodiff.network.diffwave import DiffWave, denoiser_config
-from audiodiff.pipeline.audio_diffusion import AudioDiffusion, ModelConfig
+from audiodiff.pipeline import AudioDiffusion, ModelConfig
 
 DATA_DIR = Path(__file__).parent / "data"
 

@@ -33,7 +33,7 @@ from audiodiff.data import AudioDataModule, read_segment
 from audiodiff.diffusion.schedule import SCHEDULES
 from audiodiff.mel import MelSpectrogram, mel_preset
 from audiodiff.network.diffwave import denoiser_config
-from audiodiff.pipeline.audio_diffusion import AudioDiffusion, ModelConfig, ModelFileError, load_checkpoint
+from audiodiff.pipeline import AudioDiffusion, load_checkpoint, ModelConfig, ModelFileError
 from audiodiff.io.mel_files import InputError, orient_mel, read_mel_file
 from conftest import speech_like
 

@@ -185,7 +185,7 @@ def test_engine_speed_reports_ratios_to_the_reference_measured_in_the_same_run(t
 
 @pytest.mark.slow
 def test_engine_speed_times_each_engine_with_each_stored_schedule(tmp_path, tiny_model):
-    from audiodiff.pipeline.audio_diffusion import SamplingSchedule
+    from audiodiff.pipeline import SamplingSchedule
 
     model_file = tiny_model.with_schedule("two", SamplingSchedule("ancestral", (0.8, 0.2, 0.0))).save(
         tmp_path / "m.safetensors")

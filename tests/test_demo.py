@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 
 from audiodiff.jobs.demo import DEFAULT_CLIP, run_demo
-from audiodiff.pipeline.audio_diffusion import load_model
+from audiodiff.pipeline import load_model
 
 # each test trains or vocodes with a whole model: tens of seconds on a CPU
 pytestmark = pytest.mark.slow

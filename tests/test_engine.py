@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import make_tiny_generator, make_tiny_model
 
-from audiodiff.pipeline.audio_diffusion import PRECISIONS, load_model
+from audiodiff.pipeline import PRECISIONS, load_model
 
 
 @pytest.fixture

@@ -110,19 +110,19 @@ def test_folded_vocoding_gives_the_eager_audio(short_mel, budget):
 class ConditioningSpy:
     """An engine wrapper that records the type of conditioning each denoiser call receives."""
 
-    prefers_mel = False
+    name, reads_mel = "spy", False
 
     def __init__(self, engine: FoldedDenoiser) -> None:
         self.engine, self.condition, self.seen = engine, engine.condition, []
 
-    def __call__(self, x, step, conditioning):
+    def denoise(self, x, step, conditioning):
         self.seen.append(type(conditioning).__name__)
-        return self.engine(x, step, conditioning)
+        return self.engine.denoise(x, step, conditioning)
 
 
 def test_folded_vocoding_caches_its_own_projections_within_the_budget(short_mel):
     model = make_tiny_model().fold_denoiser()
-    spy = model._denoise = ConditioningSpy(model._denoise)
+    spy = model.engine = ConditioningSpy(model.engine)
     model.vocode(short_mel, seed=0, chunk_seconds=None)
     model.vocode(short_mel, seed=0, chunk_seconds=None, conditioning_budget=0)
     assert spy.seen == ["FoldedProjections"] * 6 + ["ProjectedPerStep"] * 6
@@ -145,14 +145,14 @@ def test_folded_generation_with_guidance_gives_the_eager_clips():
 
 def test_folded_weights_are_built_once_per_dtype_and_refolding_reads_new_weights(short_mel):
     model = make_tiny_model().fold_denoiser()
-    engine = model._denoise
+    engine = model.engine
     assert engine.weights(torch.float32) is engine.weights(torch.float32)
     assert engine.weights(torch.bfloat16).residual.dtype == torch.bfloat16
     before = model.vocode(short_mel, seed=0, chunk_seconds=None)
     with torch.no_grad():
         model.network.residual_layers[3].dilated_conv.bias.add_(0.5)  # as a further training step would
     refolded = model.fold_denoiser().vocode(short_mel, seed=0, chunk_seconds=None)
-    model._denoise = model.network.denoise
+    model.use_engine("eager")
     expected = model.vocode(short_mel, seed=0, chunk_seconds=None)
     assert (refolded - expected).abs().max().item() < 1e-5 * expected.abs().max().item()
     assert (before - expected).abs().max().item() > 1e-3
@@ -161,7 +161,7 @@ def test_folded_weights_are_built_once_per_dtype_and_refolding_reads_new_weights
 def test_cli_runs_the_folded_engine_on_a_cpu_by_default_with_the_eager_audio(tmp_path, tiny_model_file, monkeypatch):
     from audiodiff.io.audio import load_audio
     from audiodiff.cli import main
-    from audiodiff.pipeline.audio_diffusion import AudioDiffusion
+    from audiodiff.pipeline import AudioDiffusion
 
     folded = []
     fold = AudioDiffusion.fold_denoiser

@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from audiodiff.pipeline.audio_diffusion import SamplingSchedule, load_model, stored_float_dtype
+from audiodiff.pipeline import load_model, SamplingSchedule, stored_float_dtype
 
 from conftest import make_tiny_model, speech_like
 

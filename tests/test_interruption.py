@@ -20,7 +20,7 @@ import torch
 
 from audiodiff.training.checkpoint_io import AtomicCheckpointIO, use_atomic_checkpoints
 from audiodiff.cli import main
-from audiodiff.pipeline.audio_diffusion import CHECKPOINT_CONFIG_KEY, load_model
+from audiodiff.pipeline import CHECKPOINT_CONFIG_KEY, load_model
 from conftest import make_tiny_generator, make_tiny_model
 from test_training import fast_args
 from test_vocode import real_mel
@@ -252,7 +252,7 @@ def test_ctrl_c_while_a_file_is_written_leaves_no_partial_file(tmp_path, monkeyp
 
 
 def fake_checkpoint(path: Path) -> Path:
-    """A training checkpoint as :func:`audiodiff.pipeline.audio_diffusion.load_checkpoint` reads it."""
+    """A training checkpoint as :func:`audiodiff.pipeline.loading.load_checkpoint` reads it."""
     model = make_tiny_model()
     state = {f"model.network.{k}": v for k, v in model.network.state_dict().items()}
     torch.save({CHECKPOINT_CONFIG_KEY: model.config.to_dict(), "state_dict": state}, path)
@@ -273,12 +273,12 @@ def test_an_export_that_fails_half_way_keeps_the_old_model(tmp_path, monkeypatch
 
 def test_ctrl_c_outside_a_jobs_loop_is_one_line(tmp_path, monkeypatch, capsys, tiny_model_file):
     """Ctrl-C while the model loads (before vocode's own handler) exits 130 without a traceback."""
-    import audiodiff.pipeline.audio_diffusion as pretrained
+    import audiodiff.pipeline.loading as loading
     from audiodiff.cli import main
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(pretrained, "load_any", interrupted)
+    monkeypatch.setattr(loading, "load_any", interrupted)
     assert main(["vocode", str(tmp_path / "a.npy"), "--model", str(tiny_model_file), "--out", str(tmp_path)]) == 130
     assert capsys.readouterr().err.strip() == "interrupted"

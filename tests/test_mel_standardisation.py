@@ -8,7 +8,7 @@ import torch
 from audiodiff.diffusion.schedule import SCHEDULES
 from audiodiff.mel import mel_preset
 from audiodiff.network.diffwave import DenoiserConfig, DiffWave, denoiser_config
-from audiodiff.pipeline.audio_diffusion import AudioDiffusion, ModelConfig, load_model
+from audiodiff.pipeline import AudioDiffusion, load_model, ModelConfig
 
 SHIFT, SCALE = -4.0, 2.0
 

@@ -18,7 +18,7 @@ from audiodiff.network.diffwave import (
     subpixel_transposed_conv,
     upsample_strides,
 )
-from audiodiff.pipeline.audio_diffusion import AudioDiffusion, ModelConfig
+from audiodiff.pipeline import AudioDiffusion, ModelConfig
 
 HOPS = [200, 240, 256, 300, 320]
 

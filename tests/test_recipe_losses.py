@@ -21,7 +21,7 @@ from audiodiff.diffusion.loss import epsilon_loss, mrstft_loss, noisy_sample, pr
 from audiodiff.diffusion.prior import EnergyPrior
 from audiodiff.diffusion.schedule import SCHEDULES, NoiseSchedule
 from audiodiff.dsp.spectral import multi_resolution_stft_distance
-from audiodiff.pipeline.audio_diffusion import AudioDiffusion, ModelConfig, load_model
+from audiodiff.pipeline import AudioDiffusion, load_model, ModelConfig
 
 from conftest import make_tiny_model, speech_like
 

@@ -11,7 +11,7 @@ import torch
 
 from audiodiff.diffusion.sampling import SAMPLER_FUNCTIONS, sample_ancestral, sample_ddim, sample_dpmpp_2m
 from audiodiff.diffusion.schedule import SCHEDULES, NoiseSchedule, karras_sigmas, log_snr_sigmas, sigmas_from_betas
-from audiodiff.pipeline.audio_diffusion import SAMPLERS
+from audiodiff.pipeline import SAMPLERS
 from conftest import make_tiny_model
 
 BASE = NoiseSchedule(SCHEDULES["base"])

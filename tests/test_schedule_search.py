@@ -13,8 +13,7 @@ from safetensors import safe_open
 
 from audiodiff.io.audio import save_audio
 from audiodiff.cli import main
-from audiodiff.pipeline.audio_diffusion import (FORMAT_VERSION, ModelFileError, SamplingSchedule, check_schedule_name, load_model,
-                                  read_metadata)
+from audiodiff.pipeline import FORMAT_VERSION, check_schedule_name, load_model, ModelFileError, read_config_dict, SamplingSchedule
 from audiodiff.jobs.search_schedule import coordinate_moves, level_grid, read_clips, search_schedule
 from conftest import make_tiny_generator, make_tiny_model, speech_like
 
@@ -99,7 +98,7 @@ def test_stored_schedule_round_trips_and_equals_passing_its_levels(tmp_path, sea
     model, result = searched
     model = make_tiny_model()
     path = model.with_schedule("searched-3", result.schedule).save(tmp_path / "m.safetensors")
-    loaded = load_model(path)
+    loaded = load_model(path, engine="eager")  # as the in-memory model: bit for bit
     assert loaded.config.schedules == {"searched-3": result.schedule}
     assert loaded.sampling_schedule("searched-3").sigmas == result.schedule.sigmas  # exact through JSON
     mel = loaded.mel(_clips(loaded, 1)[0])
@@ -107,12 +106,12 @@ def test_stored_schedule_round_trips_and_equals_passing_its_levels(tmp_path, sea
     by_levels = make_tiny_model().vocode(mel, sampler=SamplingSchedule("ancestral", result.schedule.sigmas), seed=5)
     torch.testing.assert_close(by_name, by_levels, atol=0, rtol=0)
     assert _stored_version(path) == "3" and FORMAT_VERSION >= 3  # the oldest version that has schedules
-    assert read_metadata(path)["schedules"]["searched-3"]["metric"] == "mel"
+    assert read_config_dict(path)["schedules"]["searched-3"]["metric"] == "mel"
 
 
 def test_files_without_schedules_keep_the_old_format_version(tmp_path):
     plain = make_tiny_model().save(tmp_path / "plain.safetensors")
-    assert _stored_version(plain) == "1" and "schedules" not in read_metadata(plain)
+    assert _stored_version(plain) == "1" and "schedules" not in read_config_dict(plain)
     assert _stored_version(make_tiny_generator().save(tmp_path / "classes.safetensors")) == "2"
     levels = SamplingSchedule("ancestral", (0.5, 0.1, 0.0))
     classes = make_tiny_generator().with_schedule("mine", levels).save(tmp_path / "classes3.safetensors")
@@ -137,7 +136,7 @@ def test_unknown_or_bad_schedules_are_refused(tmp_path):
         model.sigmas(SamplingSchedule("ddim", (0.99, 0.0)))
     path = model.save(tmp_path / "m.safetensors")  # a file whose stored levels leave the trained range
     from safetensors.torch import load_file, save_file
-    metadata = read_metadata(path)
+    metadata = read_config_dict(path)
     metadata["schedules"]["searched-2"]["sigmas"] = [0.99, 0.0]
     save_file(load_file(str(path)), str(path), metadata={"format": "audiodiff", "format_version": "3",
                                                          "config": json.dumps(metadata)})
@@ -159,7 +158,7 @@ def test_read_clips_takes_centre_crops_and_skips_short_files(tmp_path):
 
 
 def test_search_schedule_keeps_the_stored_float_dtype_of_the_model_file(tmp_path, tiny_model):
-    from audiodiff.pipeline.audio_diffusion import stored_float_dtype
+    from audiodiff.pipeline import stored_float_dtype
 
     half = tiny_model.save(tmp_path / "half.safetensors", dtype=torch.float16)
     data = tmp_path / "held-out"
@@ -182,7 +181,7 @@ def test_search_schedule_cli_end_to_end(tmp_path, tiny_model_file, capsys):
     assert code == 0
     target = tiny_model_file.with_name("tiny-searched.safetensors")
     assert "start (" in out and "\nfast " in out and "searched-2" in out and "network calls" in out
-    stored = read_metadata(target)["schedules"]["searched-2"]
+    stored = read_config_dict(target)["schedules"]["searched-2"]
     assert stored["data"] == "held-out" and stored["sampler"] == "ancestral" and len(stored["sigmas"]) == 3
 
     assert main(["info", str(target)]) == 0

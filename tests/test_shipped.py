@@ -11,8 +11,7 @@ import torch
 
 from audiodiff.cli import main
 from audiodiff.examples import example_files
-from audiodiff.pipeline.audio_diffusion import (DEFAULT_GENERATOR, DEFAULT_VOCODER, SHIPPED_MODELS, load_model,
-                                  resolve_model_path, shipped_model_path)
+from audiodiff.pipeline import DEFAULT_GENERATOR, DEFAULT_VOCODER, SHIPPED_MODELS, load_model, resolve_model_path, shipped_model_path
 from audiodiff.io.safe_load import describe_load_error  # noqa: F401 - the loader imports it lazily
 
 MAX_SHIPPED_MB = 8

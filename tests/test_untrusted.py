@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from audiodiff.cli import main
-from audiodiff.pipeline.audio_diffusion import load_any
+from audiodiff.pipeline import load_any
 from audiodiff.training.run import run_training
 from conftest import make_tiny_model
 from test_interruption import ONE_THREAD

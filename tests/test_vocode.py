@@ -11,7 +11,7 @@ import torch
 
 import audiodiff
 from audiodiff.cli import main
-from audiodiff.pipeline.audio_diffusion import load_model
+from audiodiff.pipeline import load_model
 from audiodiff.io.mel_files import InputError, orient_mel, read_mel_file
 from conftest import make_tiny_model, speech_like
 

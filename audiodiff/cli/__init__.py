@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _one_line_errors() -> tuple[type[BaseException], ...]:
     from audiodiff.io.audio import AudioError
-    from audiodiff.pipeline.audio_diffusion import ModelFileError
+    from audiodiff.io.model_file import ModelFileError
     from audiodiff.io.mel_files import InputError
 
     return (CommandError, ModelFileError, AudioError, InputError, FileNotFoundError, ValueError)

@@ -37,9 +37,9 @@ def _resolve_device(name: str) -> str:
 
 
 def _load_model(path: str, device: str = "cpu"):
-    from audiodiff.pipeline.audio_diffusion import load_any
+    from audiodiff.pipeline.loading import load_any
 
-    return load_any(path, device)
+    return load_any(path, device, engine="eager")  # --engine is applied by _set_up_engine
 
 
 def _choose_sampler(args: argparse.Namespace, model) -> int:
@@ -85,7 +85,7 @@ def _shown(path) -> str:
 
 def _add_sampling_args(parser: argparse.ArgumentParser) -> None:
     samplers = ["fast", "ddpm", "ddim", "ddim-karras", "ddim-log-snr", "dpmpp-2m", "dpmpp-2m-karras",
-                "dpmpp-2m-log-snr"]  # audiodiff.pipeline.audio_diffusion.SAMPLERS, spelled out so --help needs no torch
+                "dpmpp-2m-log-snr"]  # audiodiff.diffusion.samplers.SAMPLERS, spelled out so --help needs no torch
     parser.add_argument("--sampler", default=None, choices=samplers,
                         help="fast: the model's 6-step schedule (default); ddpm: ancestral over training steps; "
                              "ddim, dpmpp-2m: deterministic DDIM / DPM-Solver++(2M) over evenly spaced training "

@@ -21,7 +21,7 @@ def add_parser(subparsers, parents: list) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from audiodiff.pipeline.audio_diffusion import load_checkpoint
+    from audiodiff.pipeline.loading import load_checkpoint
 
     model = load_checkpoint(args.checkpoint)
     target = model.save(args.output, dtype=torch.float16 if args.half else None)

@@ -17,7 +17,7 @@ def add_parser(subparsers, parents: list) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from audiodiff.pipeline.audio_diffusion import import_diffwave
+    from audiodiff.pipeline.reference import import_diffwave
 
     model = import_diffwave(args.checkpoint)
     target = model.save(args.output)

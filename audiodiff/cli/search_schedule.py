@@ -48,7 +48,8 @@ def add_parser(subparsers, parents: list) -> None:
 def run(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from audiodiff.pipeline.audio_diffusion import check_schedule_name, stored_float_dtype
+    from audiodiff.io.model_file import stored_float_dtype
+    from audiodiff.pipeline.config import check_schedule_name
     from audiodiff.jobs.search_schedule import search_schedule
 
     _check_search_options(args)

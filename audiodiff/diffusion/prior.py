@@ -14,7 +14,7 @@ training, in sampling, and in every chunk of a long file.
 With a prior, ``x_t = sqrt(abar) x_0 + sqrt(1 - abar) * std * eps`` and the network predicts the
 scaled noise ``std * eps``; the loss is weighted by ``Sigma^-1`` (:func:`audiodiff.diffusion.loss.epsilon_loss`
 with ``noise_std``), and every sampler starts from, and adds, noise scaled by ``std``
-(:meth:`audiodiff.pipeline.audio_diffusion.AudioDiffusion.vocode`). A model without a prior is today's.
+(:meth:`audiodiff.pipeline.AudioDiffusion.vocode`). A model without a prior is today's.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Every sampler has the signature ``sampler(eps_fn, noise, sigmas, *, noise_fn, ...) -> audio``:
 
 * ``eps_fn(x, sigma)`` predicts the noise in ``x`` (``(B, T)``) at noise level ``sigma`` (a float);
-  :func:`audiodiff.pipeline.audio_diffusion.AudioDiffusion.eps_fn` builds one from a network and a mel;
+  :func:`audiodiff.pipeline.AudioDiffusion.eps_fn` builds one from a network and a mel;
 * ``noise`` is the starting point ``x`` at ``sigmas[0]`` (standard normal, ``(B, T)``);
 * ``sigmas`` decreases and ends at ``0.0`` (see :mod:`audiodiff.diffusion.schedule`);
 * ``noise_fn(x)`` draws fresh standard normal noise shaped like ``x`` for stochastic samplers

@@ -24,22 +24,12 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from audiodiff.engines.base import EagerEngine, Engine
 from audiodiff.network.diffwave import DenoiserConfig, DiffWave
 
 #: Mel frames on each side of a window that the upsampler's transposed convolutions need
 #: (each of its two stages of stride ``s`` has a kernel of ``2 s``: one frame per side each).
 UPSAMPLER_MARGIN_FRAMES = 2
-
-#: Default chunk length in seconds by device type: inputs longer than this are vocoded in chunks.
-#: On a CPU, 2 s windows stay in cache and are faster than one piece (tiny, 30 s of audio, 1 step:
-#: 4.2 s in 1-2 s chunks, 8.7 s in 10 s chunks, 22.7 s in one piece; base, 20 s: 54 s in 2 s
-#: chunks, 65 s in one piece, on the 2-core development machine); a GPU wants long windows.
-DEFAULT_CHUNK_SECONDS = {"cpu": 2.0, "cuda": 30.0}
-
-
-def default_chunk_seconds(device: torch.device | str) -> float:
-    """The default chunk length for ``device`` (30 s for any device other than a CPU)."""
-    return DEFAULT_CHUNK_SECONDS.get(torch.device(device).type, DEFAULT_CHUNK_SECONDS["cuda"])
 
 StepFn = Callable[[Tensor, float], Tensor]
 """``(x (B, T), sigma) -> steps (B,)``: the (fractional) diffusion step for a noise level."""
@@ -91,16 +81,18 @@ def chunk_frames_for(seconds: float, sample_rate: int, hop_length: int) -> int:
 
 
 def chunked_eps_fn(network: DiffWave, mel: Tensor, step_fn: StepFn, chunk_frames: int,
-                   halo: int | None = None, denoise: Callable[..., Tensor] | None = None,
+                   halo: int | None = None, engine: Engine | None = None,
                    ) -> Callable[[Tensor, float], Tensor]:
     """A noise predictor ``(x (B, frames * hop), sigma) -> eps (B, frames * hop)`` for a long ``mel``.
 
-    ``mel`` is ``(B, n_mels, frames)``. Each call runs ``network`` once per chunk on the chunk's
-    window of ``x`` and of the mel (conditioning computed for the window only) and writes the
-    chunk's part of the prediction. ``halo`` defaults to :func:`halo_frames` (smaller halos are
-    for tests that show why it is needed). ``denoise`` replaces ``network.denoise`` (a compiled one).
+    ``mel`` is ``(B, n_mels, frames)``. Each call runs ``engine`` (default: ``network``'s own
+    code) once per chunk on the chunk's window of ``x`` and of the mel (conditioning computed
+    for the window only, without cached projections) and writes the chunk's part of the
+    prediction. ``step_fn`` maps a level to training steps (a
+    :class:`~audiodiff.diffusion.samplers.StepTable`). ``halo`` defaults to :func:`halo_frames`
+    (smaller halos are for tests that show why it is needed).
     """
-    denoise = network.denoise if denoise is None else denoise
+    engine = EagerEngine(network) if engine is None else engine
     hop = network.config.hop_length
     chunks = plan_chunks(mel.shape[-1], chunk_frames, halo_frames(network.config) if halo is None else halo)
 
@@ -109,8 +101,8 @@ def chunked_eps_fn(network: DiffWave, mel: Tensor, step_fn: StepFn, chunk_frames
         eps = torch.empty_like(x)
         for chunk in chunks:
             window = x[:, chunk.window_start * hop: chunk.window_stop * hop]
-            conditioning = network.condition(mel[..., chunk.window_start: chunk.window_stop], cache_projections=False)
-            prediction = denoise(window, steps, conditioning)
+            conditioning = engine.condition(mel[..., chunk.window_start: chunk.window_stop], cache_projections=False)
+            prediction = engine.denoise(window, steps, conditioning)
             keep = slice(chunk.offset * hop, (chunk.offset + chunk.stop - chunk.start) * hop)
             eps[:, chunk.start * hop: chunk.stop * hop] = prediction[:, keep]
         return eps

@@ -152,12 +152,14 @@ class FoldedDenoiser:
     conditioning) -> eps (B, T)``.
 
     ``conditioning`` is what :meth:`condition` or ``DiffWave.condition`` returns (any mode:
-    mel, cached projections, class vectors, ``None``). The weights are read from ``network`` once
-    per device and dtype, at the first call: build a new one after changing the weights.
+    mel, cached projections, class vectors, ``None``). The weights are folded from ``network``
+    once per device and dtype, at the first call, and again after any of them changes. An
+    :class:`~audiodiff.engines.base.Engine`.
     """
 
+    name = "folded"
     #: ``vocode`` may cache this engine's conditioning (see :meth:`condition`).
-    prefers_mel = False
+    reads_mel = False
 
     def __init__(self, network: DiffWave) -> None:
         self.network = network
@@ -165,10 +167,14 @@ class FoldedDenoiser:
         self.weights = WeightsByDtype(network, FoldedWeights.of)
 
     @torch.inference_mode()
-    def condition(self, mel: Tensor, cache_projections: bool = True) -> FoldedProjections | ProjectedPerStep:
+    def condition(self, mel: Tensor | None, cache_projections: bool = True, *,
+                  labels: Tensor | None = None) -> FoldedProjections | Conditioning:
         """``DiffWave.condition`` for this engine: mel ``(B, n_mels, frames)`` -> the per-block
         projections ``(B, T, 2C)`` in the autocast dtype (or, without ``cache_projections``, the
-        upsampled mel, projected at every step)."""
+        upsampled mel, projected at every step). Without a mel (class ``labels`` ``(B,)`` or
+        nothing), the network's own conditioning, which :meth:`denoise` reads as well."""
+        if mel is None:
+            return self.network.condition(None, cache_projections, labels=labels)
         upsampled = self.network.condition(mel, cache_projections=False)
         if not cache_projections:
             return upsampled
@@ -179,7 +185,8 @@ class FoldedDenoiser:
             return FoldedProjections([p.unflatten(0, (mel.shape[0], -1)) for p in _project_mel(weights, mel_rows)])
 
     @torch.inference_mode()
-    def __call__(self, audio: Tensor, step: Tensor, conditioning: Conditioning | FoldedProjections) -> Tensor:
+    def denoise(self, audio: Tensor, step: Tensor, conditioning: Conditioning | FoldedProjections) -> Tensor:
+        """Noisy ``audio`` ``(B, T)``, training steps ``step`` ``(B,)`` -> predicted noise ``(B, T)`` float32."""
         dtype = activation_dtype(audio.device)
         with torch.autocast(audio.device.type, enabled=False):
             weights = self.weights(dtype)
@@ -192,6 +199,8 @@ class FoldedDenoiser:
             rows = [self._denoise_row(weights, audio[row].float(), step_bias[row], self._starts(conditioning, row, weights))
                     for row in range(audio.shape[0])]
             return torch.stack(rows).float()
+
+    __call__ = denoise
 
     def _starts(self, conditioning: Any, row: int, weights: FoldedWeights) -> list[Tensor]:
         """What each block's pre-activation starts from before the taps are added, for batch ``row``:

@@ -395,10 +395,12 @@ class FusedDenoiser:
     conditioning) -> eps (B, T)``.
 
     The activation dtype is the autocast dtype active at the call (float32 outside autocast). The
-    weights are read from ``network`` once per dtype, at the first call: build a new one after
-    changing the weights. ``launch`` sets samples, warps and registers per program; ``read_mel``
-    is described at :attr:`prefers_mel`.
+    weights are laid out from ``network`` once per dtype, at the first call, and again after any
+    of them changes. ``launch`` sets samples, warps and registers per program; ``read_mel`` is
+    described at :attr:`reads_mel`. An :class:`~audiodiff.engines.base.Engine`.
     """
+
+    name = "fused"
 
     def __init__(self, network: DiffWave, launch: Launch = Launch(), read_mel: bool = True) -> None:
         device = next(network.parameters()).device
@@ -410,18 +412,26 @@ class FusedDenoiser:
         #: ``vocode`` then conditions with the upsampled mel only (``cache_projections=False``): the
         #: kernel projects it itself, reading ``n_mels`` values per sample instead of ``2C`` cached
         #: ones, and no per-block cache is kept. ``False`` keeps ``vocode``'s cache when it fits.
-        self.prefers_mel = read_mel
+        self.reads_mel = read_mel
         #: ``weights(dtype)``: the blocks' weights in ``dtype`` on the network's current device.
         self.weights = WeightsByDtype(network, BlockWeights.of)
 
+    def condition(self, mel: Tensor | None, cache_projections: bool = True, *,
+                  labels: Tensor | None = None) -> Conditioning:
+        """The network's own conditioning (``DiffWave.condition``), which the kernels read."""
+        return self.network.condition(mel, cache_projections, labels=labels)
+
     @torch.inference_mode()
-    def __call__(self, audio: Tensor, step: Tensor, conditioning: Conditioning) -> Tensor:
+    def denoise(self, audio: Tensor, step: Tensor, conditioning: Conditioning) -> Tensor:
+        """Noisy ``audio`` ``(B, T)``, training steps ``step`` ``(B,)`` -> predicted noise ``(B, T)`` float32."""
         reason = unsupported_reason(self.network, audio.device)
         if reason is not None:  # e.g. the model was moved to the CPU after fusing
             raise RuntimeError(reason)
         dtype = activation_dtype(audio.device)
         with torch.autocast(audio.device.type, enabled=False):
             return self._denoise(audio.float(), step, conditioning, dtype)
+
+    __call__ = denoise
 
     def _denoise(self, audio: Tensor, step: Tensor, conditioning: Conditioning, dtype: torch.dtype) -> Tensor:
         network = self.network

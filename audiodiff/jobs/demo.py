@@ -58,7 +58,7 @@ def run_shipped_demo(out_dir: Path, model_name: str | None = None, inputs: list[
     import torch
 
     from audiodiff.examples import example_files
-    from audiodiff.pipeline.audio_diffusion import load_model
+    from audiodiff.pipeline.loading import load_model
     from audiodiff.io.mel_files import read_mel_file
 
     model = load_model(model_name).fold_denoiser()  # the CLI's engine on a CPU
@@ -209,7 +209,7 @@ def run_demo(audio_path: str | None, out_dir: Path, minutes: float = 2.0, seed: 
     from audiodiff.io.audio import load_audio, save_audio
     from audiodiff.io.figures import save_mel_comparison
     from audiodiff.dsp.spectral import mel_l1_distance, multi_resolution_stft_distance
-    from audiodiff.pipeline.audio_diffusion import load_model
+    from audiodiff.pipeline.loading import load_model
 
     clip = Path(audio_path) if audio_path else DEFAULT_CLIP
     if not clip.is_file():

@@ -45,7 +45,8 @@ from torch import Tensor
 
 from audiodiff.io.audio import AudioError, audio_info, load_audio
 from audiodiff.diffusion.schedule import NoiseSchedule, karras_sigmas, log_snr_sigmas
-from audiodiff.pipeline.audio_diffusion import AudioDiffusion, SamplingSchedule
+from audiodiff.pipeline.audio_diffusion import AudioDiffusion
+from audiodiff.diffusion.samplers import SamplingSchedule
 
 #: Metrics a search can minimise: log-mel L1 (in the model's mel preset) and MR-STFT distance.
 SEARCH_METRICS = {"mel": "log-mel L1", "mrstft": "MR-STFT"}

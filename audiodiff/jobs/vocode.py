@@ -132,10 +132,13 @@ def vocode_batch(
     precision: str = "fp32",
 ) -> list[Tensor]:
     """Synthesise a group; item ``i`` of the job uses seed ``seed + i`` (``chunk_seconds`` and
-    ``precision`` as in :meth:`AudioDiffusion.vocode`). Returns ``(frames_i * hop,)`` each."""
+    ``precision`` as in :meth:`AudioDiffusion.vocode`). Returns ``(frames_i * hop,)`` each.
+
+    The items' mels were checked when read (:func:`~audiodiff.io.mel_files.read_mel_file`) or
+    computed by the model, so they are not checked again (:meth:`AudioDiffusion.vocode_checked`)."""
     mel = pad_mels([item.mel for _, item in group])
     seeds = [seed + index for index, _ in group]
-    audio = model.vocode(mel, sampler=sampler, steps=steps, seed=seeds, callback=callback,
+    audio = model.vocode_checked(mel, sampler=sampler, steps=steps, seed=seeds, callback=callback,
                          chunk_seconds=chunk_seconds, precision=precision)
     return [audio[row, : item.mel.shape[-1] * model.hop_length].cpu() for row, (_, item) in enumerate(group)]
 

@@ -4,7 +4,7 @@ The network predicts the noise ``eps`` in ``x_t = sqrt(abar_t) * x_0 + sqrt(1 - 
 given ``x_t``, a (possibly fractional) diffusion step ``t`` and, in conditional mode, a mel
 spectrogram. Layer for layer it is the network of the reference implementation (Kong et al.,
 2021; PyPI ``diffwave``), so reference checkpoints convert without loss
-(:func:`audiodiff.pipeline.audio_diffusion.import_diffwave`), but:
+(:func:`audiodiff.pipeline.reference.import_diffwave`), but:
 
 * the mel upsampler's strides are derived from any hop length, not fixed at 16 x 16;
 * the mel conditioning (upsampling and the 1x1 projection into every block) is computed once

@@ -8,7 +8,7 @@ file into place too, but does not flush it to disk first.) Temporaries left behi
 run are removed by the next run that writes into the same folder.
 
 Checkpoints are read with ``torch.load(weights_only=True)``: a ``--ckpt_path`` that would run
-code when unpickled is refused with a one-line :class:`~audiodiff.pipeline.audio_diffusion.ModelFileError`.
+code when unpickled is refused with a one-line :class:`~audiodiff.io.model_file.ModelFileError`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pytorch_lightning.plugins.io import TorchCheckpointIO
 from pytorch_lightning.plugins.io.wrapper import _WrappingCheckpointIO
 
 from audiodiff.io.files import write_atomically
-from audiodiff.pipeline.audio_diffusion import load_weights_only
+from audiodiff.pipeline.loading import load_weights_only
 
 #: What :func:`write_atomically` names the temporary of a checkpoint ``<name>.ckpt``.
 STALE_TEMPORARIES = ".*.ckpt.*.tmp"
@@ -54,7 +54,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         """The checkpoint at ``path``, read onto the CPU (Lightning moves the states to the device).
 
         A missing file, or a pickle that would import anything besides tensors and plain types,
-        raises a one-line :class:`~audiodiff.pipeline.audio_diffusion.ModelFileError` naming the file.
+        raises a one-line :class:`~audiodiff.io.model_file.ModelFileError` naming the file.
         """
         if weights_only is False or _is_remote(path):
             return super().load_checkpoint(path, weights_only=weights_only is not False)

@@ -20,7 +20,10 @@ from audiodiff.diffusion.schedule import SCHEDULES
 from audiodiff.mel import mel_preset
 from audiodiff.dsp.spectral import mel_l1_distance, multi_resolution_stft_distance
 from audiodiff.network.diffwave import denoiser_config
-from audiodiff.pipeline.audio_diffusion import CHECKPOINT_CONFIG_KEY, AudioDiffusion, ModelConfig, ModelFileError, load_any
+from audiodiff.pipeline.config import CHECKPOINT_CONFIG_KEY, ModelConfig
+from audiodiff.pipeline.audio_diffusion import AudioDiffusion
+from audiodiff.io.model_file import ModelFileError
+from audiodiff.pipeline.loading import load_any
 
 #: Checkpoint key of the training steps the ``init_from`` model had before this run.
 INITIAL_STEP_KEY = "audiodiff_initial_step"
@@ -77,7 +80,7 @@ def model_hop_length(mel_preset_name: str, mel_overrides: dict[str, Any] | None)
 
 
 class DiffusionModule(pl.LightningModule):
-    """Trains :class:`~audiodiff.pipeline.audio_diffusion.AudioDiffusion` with the epsilon-prediction loss.
+    """Trains :class:`~audiodiff.pipeline.AudioDiffusion` with the epsilon-prediction loss.
 
     Args:
         size: Network size: ``tiny``, ``base`` (DiffWave BASE, 2.6 M parameters) or ``large``.
@@ -162,10 +165,10 @@ class DiffusionModule(pl.LightningModule):
     def _load_initial_weights(self, path: str) -> int:
         """Copy the weights of the model at ``path`` into the network; returns its training steps.
 
-        Raises :class:`~audiodiff.pipeline.audio_diffusion.ModelFileError` when the file is unreadable or its
+        Raises :class:`~audiodiff.io.model_file.ModelFileError` when the file is unreadable or its
         configuration differs from the recipe's (naming the fields that differ).
         """
-        source = load_any(path)
+        source = load_any(path, engine="eager")  # only its weights and config are read
         differences = config_differences(source.config, self.model_config)
         if differences:
             raise ModelFileError(path, "cannot start from it: its configuration differs from the recipe's in "

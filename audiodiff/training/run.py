@@ -25,7 +25,7 @@ from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
 from audiodiff.training.checkpoint_io import use_atomic_checkpoints
 from audiodiff.data import AudioDataModule
-from audiodiff.pipeline.audio_diffusion import ModelFileError
+from audiodiff.io.model_file import ModelFileError
 from audiodiff.training.module import DiffusionModule, model_hop_length, model_sample_rate
 
 
