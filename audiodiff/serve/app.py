@@ -293,9 +293,9 @@ class BackgroundServer:
 
 async def start_site(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
     """Start serving ``app`` on ``host:port``; returns the runner and the bound port (``port=0``: a free one)."""
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=5)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, shutdown_timeout=5)
+    site = web.TCPSite(runner, host, port)
     await site.start()
     return runner, runner.addresses[0][1]
 
