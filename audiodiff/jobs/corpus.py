@@ -314,6 +314,7 @@ class CorpusSummary:
     seconds: float
     world_size: int
     missing_ranks: list[int] = field(default_factory=list)
+    ranks: list[dict[str, Any]] = field(default_factory=list)  # per rank: written, skipped, failed, audio_seconds
 
     @property
     def failed(self) -> int:
@@ -406,6 +407,8 @@ def _gather(records: Path, world: int, inputs: int, seconds: float) -> CorpusSum
         summary.skipped += record["skipped"]
         summary.audio_seconds += record["audio_seconds"]
         summary.failures += record["failed"]
+        summary.ranks.append({"rank": rank, "written": record["written"], "skipped": record["skipped"],
+                              "failed": len(record["failed"]), "audio_seconds": record["audio_seconds"]})
         path.unlink()
     summary.failures.sort(key=lambda failure: (failure["file"], failure["error"]))
     try:
