@@ -231,3 +231,32 @@ def test_two_cpu_processes_write_every_input_once_as_one_process_does(tmp_path: 
     again = run("two", 2)  # everything there: nothing is vocoded again
     assert again.returncode == 0, again.stderr[-3000:]
     assert "0 written, 7 skipped (already there), 0 failed" in again.stdout
+
+
+# ----------------------------------------------------------------- benchmark
+@pytest.mark.slow
+def test_the_throughput_benchmark_prints_its_table(tmp_path: Path, capsys):
+    """Smoke test of ``benchmarks/corpus_throughput.py``: the table's columns and rows, not the times."""
+    import importlib.util
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "corpus_throughput.py"
+    spec = importlib.util.spec_from_file_location("bench_corpus_throughput", script)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "results" / "corpus.json"
+    report = bench.main(["--files", "3", "--seconds", "0.1", "--threads", "2", "--json", str(out)])
+    stdout = capsys.readouterr().out
+    assert json.loads(out.read_text()) == json.loads(json.dumps(report))
+    assert [p.name for p in out.parent.iterdir()] == ["corpus.json"]  # written atomically
+    assert stdout.startswith("machine: ") and report["machine"]["commit"] in stdout
+
+    table = [line for line in stdout.splitlines() if line.startswith("|")]
+    assert [c.strip() for c in table[0].strip("|").split("|")] == bench.HEADERS
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in table[2:]]
+    assert [row[:4] for row in cells] == [["vocode", "1", "2", "3"], ["corpus", "1", "2", "3"], ["corpus", "2", "1", "3"]]
+    rows = report["rows"]
+    assert rows[0]["vs_vocode"] == 1.0 and cells[0][8] == "1"
+    for row, line in zip(rows, cells):
+        assert row["audio_h_per_h"] == pytest.approx(row["audio_seconds"] / row["median_s"], rel=1e-12)
+        assert row["per_device"] == pytest.approx(row["audio_h_per_h"] / row["processes"], rel=1e-12)
+        assert line[6] == bench.fmt(row["audio_h_per_h"]) and line[8] == bench.fmt(row["vs_vocode"])
