@@ -21,23 +21,22 @@ import logging
 import re
 import time
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import BasePredictionWriter
 
-from audiodiff.io.audio import AudioError, audio_info, display_path, samples_at_rate, save_audio
+from audiodiff.io.audio import audio_info, display_path, samples_at_rate, save_audio
 from audiodiff.io.files import write_json
 from audiodiff.io.mel_files import MEL_SUFFIXES, InputError
 from audiodiff.io.safe_load import load_pickle_safely
 from audiodiff.jobs.vocode import VocodeItem, batches, drop_name_collisions, load_inputs, vocode_batch
 from audiodiff.pipeline.audio_diffusion import AudioDiffusion
-
-log = logging.getLogger("audiodiff.vocode")
 
 SUMMARY_NAME = "vocode-summary.json"
 RANKS_DIR = ".vocode-ranks"  # each rank's record, inside the output folder, removed once gathered
@@ -231,7 +230,8 @@ class CorpusVocoder(pl.LightningModule):
         super().__init__()
         self.model = model
         self.entries, self.out_dir = list(entries), Path(out_dir)
-        self.sampling = dict(sampler=sampler, steps=steps, seed=seed, chunk_seconds=chunk_seconds, precision=precision)
+        self.sampling = {"sampler": sampler, "steps": steps, "seed": seed, "chunk_seconds": chunk_seconds,
+                         "precision": precision}
         self.batch_size, self.max_batch_gb = batch_size, max_batch_gb
         self.prepare, self.report = prepare, on_error
         self.manifest_errors = list(manifest_errors)
