@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="corpus-throughput-") as tmp:
         work = Path(tmp)
         model_arg = str(tiny_model_file(work)) if args.model == "tiny" else args.model
-        from audiodiff.pipeline.audio_diffusion import load_any
+        from audiodiff.pipeline import load_any
 
         model = load_any(model_arg, "cpu")
         manifest, audio_seconds = write_corpus(work, args.files, args.seconds, model.config.denoiser.n_mels,
