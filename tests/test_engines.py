@@ -168,3 +168,14 @@ def test_generation_conditions_through_the_engine():
 def test_folded_engine_type_is_registered():
     model = make_tiny_model()
     assert isinstance(make_engine("folded", model.network), FoldedDenoiser)
+
+
+def test_the_cli_offers_exactly_the_library_engines_and_resolves_auto_as_the_api_does():
+    from audiodiff.cli.common import ENGINE_NAMES, _precision
+    from audiodiff.engines import ENGINES
+    from audiodiff.engines.policy import resolve_precision
+
+    assert ENGINE_NAMES == tuple(ENGINES)
+    for device in ("cpu", "cuda", "cuda:1"):
+        for name in ("auto", "fp32", "bf16", "fp16"):
+            assert _precision(name, device) == resolve_precision(name, device)

@@ -104,7 +104,7 @@ def _add_engine_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
                         help="the network's arithmetic: auto = bf16 on a GPU (faster, audibly the same; see "
                              "benchmarks/RESULTS.md), fp32 on a CPU; the sampler itself is always fp32")
-    parser.add_argument("--engine", default="auto", choices=["auto", *ENGINES],
+    parser.add_argument("--engine", default="auto", choices=["auto", *ENGINE_NAMES],
                         help="how the network runs: auto = folded on a CPU, eager elsewhere; folded = time-major "
                              "matrix products with folded weights (the fastest on a CPU, the same audio); compile = "
                              "torch.compile (tens of seconds per new input length, for many equal-length batches); "
@@ -112,34 +112,26 @@ def _add_engine_args(parser: argparse.ArgumentParser) -> None:
                              "benchmarks/RESULTS.md")
 
 
-#: ``--engine`` choices besides ``auto``, and what each does to a model.
-ENGINES = {
-    "eager": lambda model: model,
-    "folded": lambda model: model.fold_denoiser(),
-    "compile": lambda model: model.compile_denoiser(),
-    "fused": lambda model: model.fuse_denoiser(),
-}
-
-
-def _engine(name: str, device: str) -> str:
-    """``--engine`` for ``device``: ``auto`` is ``folded`` on a CPU and ``eager`` elsewhere."""
-    if name != "auto":
-        return name
-    return "folded" if device == "cpu" else "eager"
+#: ``--engine`` choices besides ``auto``: the keys of :data:`audiodiff.engines.ENGINES`, spelled out
+#: so that ``--help`` needs no torch (a test checks that they agree).
+ENGINE_NAMES = ("eager", "folded", "compile", "fused")
 
 
 def _set_up_engine(model, args: argparse.Namespace) -> None:
-    """Apply ``--engine`` to ``model``; an engine the device cannot run (``fused`` on a CPU) is a usage error."""
-    engine = _engine(args.engine, model.device.type)
+    """Apply ``--engine`` to ``model`` as the library resolves it (``auto``: folded on a CPU, eager
+    elsewhere); an engine the device cannot run (``fused`` on a CPU) is a usage error."""
+    from audiodiff.engines.policy import resolve_engine
+
+    engine = resolve_engine(args.engine, model.device)
     try:
-        ENGINES[engine](model)
+        model.use_engine(engine)
     except RuntimeError as error:
         raise CommandError(f"--engine {engine}: {error}", EXIT_USAGE) from None
 
 
 def _precision(name: str, device: str) -> str:
-    """``--precision`` for ``device``: ``auto`` is bf16 on CUDA and fp32 elsewhere."""
-    if name != "auto":
-        return name
-    return "bf16" if device.startswith("cuda") else "fp32"
+    """``--precision`` for ``device`` as the library resolves it: ``auto`` is bf16 on CUDA and fp32 elsewhere."""
+    from audiodiff.engines.policy import resolve_precision
+
+    return resolve_precision(name, device)
 

@@ -8,7 +8,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from audiodiff.cli.common import (ENGINES, EXIT_FAILED, EXIT_OK, EXIT_USAGE, CommandError, _add_sampling_args,
+from audiodiff.cli.common import (ENGINE_NAMES, EXIT_FAILED, EXIT_OK, EXIT_USAGE, CommandError, _add_sampling_args,
                                   _choose_sampler, _load_model, _resolve_device, _set_up_engine)
 
 
@@ -37,7 +37,7 @@ def add_parser(subparsers, parents: list) -> None:
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     p.add_argument("--quiet", "-q", action="store_true")
     _add_sampling_args(p)
-    p.add_argument("--engine", default="auto", choices=["auto", *ENGINES],
+    p.add_argument("--engine", default="auto", choices=["auto", *ENGINE_NAMES],
                    help="how the network runs for --model (as in 'audiodiff vocode'): auto = folded on a CPU, "
                         "eager elsewhere; the network runs in fp32")
     p.set_defaults(func=run)

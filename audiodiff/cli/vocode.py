@@ -1,8 +1,10 @@
-"""``audiodiff vocode``: mel files (or audio files, resynthesised) -> wavs, in memory-bounded batches."""
+"""``audiodiff vocode``: mel files (or audio files, resynthesised) -> wavs, in memory-bounded batches;
+with ``--manifest``, a corpus on every device of one or several machines (:mod:`audiodiff.jobs.corpus`)."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -13,7 +15,15 @@ from audiodiff.cli.common import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_U
 
 def add_parser(subparsers, parents: list) -> None:
     p = subparsers.add_parser("vocode", parents=parents, help="mel files (.npy/.npz/.pt) or audio files -> wavs")
-    p.add_argument("inputs", nargs="+", help="mel files, or audio files to resynthesise")
+    p.add_argument("inputs", nargs="*", help="mel files, or audio files to resynthesise")
+    p.add_argument("--manifest", default=None, metavar="LIST",
+                   help="vocode a corpus instead: a text file naming one input per line (relative to its "
+                        "folder; # comments), sharded over --devices x --num-nodes processes; inputs whose "
+                        "wav exists are skipped, so a rerun resumes; a summary goes to OUT/vocode-summary.json")
+    p.add_argument("--devices", type=int, default=1,
+                   help="with --manifest: processes (GPUs, or CPU processes) per machine (default 1)")
+    p.add_argument("--num-nodes", type=int, default=1,
+                   help="with --manifest: machines, each running this command (default 1)")
     p.add_argument("--model", "-m", default="speech-22k",
                    help="a .safetensors model, a .ckpt checkpoint, or a shipped model's name "
                         "(default: speech-22k, the shipped 22.05 kHz speech vocoder, hifigan mels)")
@@ -29,7 +39,7 @@ def add_parser(subparsers, parents: list) -> None:
     p.add_argument("--quiet", "-q", action="store_true")
     _add_sampling_args(p)
     _add_engine_args(p)
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, parser=p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -37,9 +47,16 @@ def run(args: argparse.Namespace) -> int:
 
     from audiodiff.jobs.vocode import VocodeInterrupted, vocode_files
 
+    if bool(args.inputs) == bool(args.manifest):
+        args.parser.error("give input files or --manifest LIST (not both)")
+    if not args.manifest and (args.devices != 1 or args.num_nodes != 1):
+        args.parser.error("--devices and --num-nodes go with --manifest")
     chunk_seconds = _chunk_seconds(args.chunk_seconds)
     if args.threads:
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)  # per process: Lightning's DDP then keeps it
         torch.set_num_threads(args.threads)
+    if args.manifest:
+        return _run_corpus(args, chunk_seconds)
     device = _resolve_device(args.device)
     model = _load_model(args.model, device)
     precision = _precision(args.precision, device)
@@ -61,6 +78,43 @@ def run(args: argparse.Namespace) -> int:
         print(f"{len(summary.failed)} input(s) failed, {len(summary.written)} written to {out_dir}", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
+
+
+def _run_corpus(args: argparse.Namespace, chunk_seconds: float | str | None) -> int:
+    """``--manifest``: the corpus job on Lightning's prediction loop; global rank 0 prints the summary."""
+    from audiodiff.jobs.corpus import SUMMARY_NAME, vocode_corpus
+
+    if args.devices < 1 or args.num_nodes < 1:
+        raise CommandError("--devices and --num-nodes must be at least 1", EXIT_USAGE)
+    device = _resolve_device(args.device)
+    model = _load_model(args.model, "cpu")  # Lightning moves it to each rank's device
+    if not model.network.conditional:
+        raise CommandError(f"{args.model}: a model without mel conditioning cannot vocode; use 'audiodiff generate'", EXIT_USAGE)
+    _choose_sampler(args, model)
+    out_dir = Path(args.out)
+    summary = vocode_corpus(model, args.manifest, out_dir, sampler=args.sampler, steps=args.steps, seed=args.seed,
+                            batch_size=args.batch_size, max_batch_gb=args.max_batch_gb, chunk_seconds=chunk_seconds,
+                            precision=_precision(args.precision, device), accelerator=device,
+                            devices=args.devices, num_nodes=args.num_nodes,
+                            prepare=lambda loaded: _set_up_engine(loaded, args), progress=not args.quiet,
+                            on_error=lambda error: _report_input_error(Path(error.path), error))
+    if _is_global_rank_zero():
+        for failure in summary.failures:  # again, together: the lines above may have scrolled away
+            print(f"failed: {failure['error']}", file=sys.stderr)
+        for rank in summary.missing_ranks:
+            print(f"warning: rank {rank} left no record of its work", file=sys.stderr)
+        audio = summary.audio_seconds
+        amount = f"{audio / 3600:.2f} h" if audio >= 360 else f"{audio:.1f} s"
+        print(f"{summary.written} written, {summary.skipped} skipped (already there), {summary.failed} failed; "
+              f"{amount} of audio in {summary.seconds:.0f} s on {summary.world_size} process(es); "
+              f"summary in {_shown(out_dir / SUMMARY_NAME)}")
+    return EXIT_FAILED if summary.failed or summary.missing_ranks else EXIT_OK
+
+
+def _is_global_rank_zero() -> bool:
+    from pytorch_lightning.utilities import rank_zero_only
+
+    return rank_zero_only.rank == 0
 
 
 def _report_written(path: Path, seconds: float) -> None:
