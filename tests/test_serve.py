@@ -260,6 +260,13 @@ def test_info_and_health(server, model):
 # --------------------------------------------------------------------------------------- /stream
 
 
+def test_stream_pcm16_samples_equal_the_wav_writer_s():
+    samples = np.random.default_rng(0).uniform(-1.3, 1.3, 5000).astype(np.float32)
+    wav, _ = read_wav(wav_bytes(torch.from_numpy(samples), 22050, "pcm16"))
+    np.testing.assert_array_equal(pcm16(samples), np.round(wav * 32768).astype(np.int16))
+
+
+
 def frame_bytes(mel: np.ndarray) -> bytes:
     """A mel ``(n_mels, frames)`` as /stream reads it: frame-major little-endian float32."""
     return np.ascontiguousarray(mel.T, dtype="<f4").tobytes()

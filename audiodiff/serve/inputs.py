@@ -210,8 +210,8 @@ class FrameReader:
 
 
 def encode_chunk(audio: Tensor | np.ndarray, fmt: str) -> bytes:
-    """Audio samples as raw little-endian bytes: ``f32`` as is, ``pcm16`` clipped and scaled by 32767
-    (as libsndfile writes 16-bit PCM)."""
+    """Audio samples as raw little-endian bytes: ``f32`` as is, ``pcm16`` clipped to [-1, 1] and
+    converted by libsndfile, exactly as :func:`wav_bytes` writes 16-bit PCM."""
     if isinstance(audio, Tensor):
         audio = audio.detach().float().cpu().numpy()
     samples = np.asarray(audio, dtype=np.float32).reshape(-1)
@@ -221,8 +221,16 @@ def encode_chunk(audio: Tensor | np.ndarray, fmt: str) -> bytes:
 
 
 def pcm16(samples: np.ndarray) -> np.ndarray:
-    """Float samples -> little-endian int16, as ``soundfile`` writes 16-bit PCM."""
-    return np.round(np.clip(samples, -1.0, 1.0) * 32767.0).astype("<i2")
+    """Float samples -> little-endian int16, clipped to [-1, 1] and converted as ``soundfile`` writes
+    16-bit PCM (libsndfile's own conversion, so a stream's samples equal a WAV's)."""
+    import soundfile as sf
+
+    samples = np.clip(np.asarray(samples, dtype=np.float32).reshape(-1), -1.0, 1.0)
+    if samples.size == 0:
+        return np.zeros(0, dtype="<i2")
+    buffer = io.BytesIO()
+    sf.write(buffer, samples, 8000, format="RAW", subtype="PCM_16", endian="LITTLE")
+    return np.frombuffer(buffer.getvalue(), dtype="<i2")
 
 
 def wav_bytes(audio: Tensor, sample_rate: int, fmt: str) -> bytes:
