@@ -11,6 +11,7 @@ import asyncio
 import http.client
 import io
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -75,16 +76,30 @@ def wait_for(condition, seconds: float = 10.0) -> None:
         time.sleep(0.02)
 
 
+#: The device under test (``AUDIODIFF_TEST_DEVICE``, as conftest's ``device`` fixture reads it).
+DEVICE = os.environ.get("AUDIODIFF_TEST_DEVICE", "cpu")
+#: A row vocoded in a batch against the same row alone: float rounding (~4e-7 on a CPU; a GPU
+#: picks kernels by batch shape, and cuDNN may use TF32).
+BATCH_ATOL = 1e-5 if DEVICE == "cpu" else 2e-3
+
+
+def offline(model, mel: np.ndarray, seed: int) -> np.ndarray:
+    """``model.vocode(mel, seed=seed)``, as the server runs it (fp32)."""
+    return model.vocode(torch.from_numpy(mel), seed=seed, precision="fp32")[0].float().cpu().numpy()
+
+
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
+    if DEVICE.startswith("cuda") and not torch.cuda.is_available():
+        pytest.skip("AUDIODIFF_TEST_DEVICE asks for CUDA but none is available")
     torch.set_num_threads(1)
     path = make_tiny_model().save(tmp_path_factory.mktemp("serve") / "tiny.safetensors")
-    return load_model(path)  # as `audiodiff serve` runs it: the engine auto chooses (folded on a CPU)
+    return load_model(path, device=DEVICE)  # as `audiodiff serve` runs it: the engine auto chooses by device
 
 
 @pytest.fixture(scope="module")
 def server(model):
-    with BackgroundServer(make_app(model, LIMITS, name="tiny")) as running:
+    with BackgroundServer(make_app(model, LIMITS, precision="fp32", name="tiny")) as running:
         yield running
 
 
@@ -126,13 +141,13 @@ def test_vocode_equals_offline_vocode(server, model):
     status, body, headers = request(server, "POST", "/vocode?seed=7&format=f32", npy(mel))
     assert status == 200 and headers["Content-Type"] == "audio/wav"
     audio, rate = read_wav(body)
-    offline = model.vocode(torch.from_numpy(mel), seed=7)[0].numpy()
-    assert rate == model.sample_rate and audio.shape == offline.shape == (20 * model.hop_length,)
-    np.testing.assert_array_equal(audio, offline)  # alone in its batch: the same computation
+    alone = offline(model, mel, 7)
+    assert rate == model.sample_rate and audio.shape == alone.shape == (20 * model.hop_length,)
+    np.testing.assert_array_equal(audio, alone)  # alone in its batch: the same computation
 
     status, body, _ = request(server, "POST", "/vocode?seed=7", npy(mel.T.copy()))  # (frames, n_mels), 16-bit
     assert status == 200
-    assert body == wav_bytes(torch.from_numpy(offline), model.sample_rate, "pcm16")
+    assert body == wav_bytes(torch.from_numpy(alone), model.sample_rate, "pcm16")
 
 
 @pytest.mark.slow
@@ -157,8 +172,8 @@ def test_concurrent_requests_are_batched_and_each_equals_its_offline_vocode(serv
     for k, (status, body, headers) in enumerate(results):
         assert status == 200
         audio, _ = read_wav(body)
-        offline = model.vocode(torch.from_numpy(mels[k]), seed=seeds[k])[0].numpy()
-        np.testing.assert_allclose(audio, offline, rtol=0, atol=1e-5)  # a batched product may round differently
+        alone = offline(model, mels[k], seeds[k])
+        np.testing.assert_allclose(audio, alone, rtol=0, atol=BATCH_ATOL)  # a batched product may round differently
     assert max(int(headers["X-Batch-Size"]) for _, _, headers in results) >= 2
 
 
@@ -179,8 +194,8 @@ def test_padded_batch_of_different_lengths_equals_each_alone(server, model):
     assert max(int(headers["X-Batch-Size"]) for _, _, headers in results) >= 2
     for k, (status, body, _) in enumerate(results):
         assert status == 200
-        offline = model.vocode(torch.from_numpy(mels[k]), seed=seeds[k])[0].numpy()
-        np.testing.assert_allclose(read_wav(body)[0], offline, rtol=0, atol=1e-5)
+        alone = offline(model, mels[k], seeds[k])
+        np.testing.assert_allclose(read_wav(body)[0], alone, rtol=0, atol=BATCH_ATOL)
 
 
 BAD_BODIES = {
@@ -243,7 +258,7 @@ def test_the_server_keeps_serving_after_bad_requests(server, model):
     mel = mel_of(8, seed=4)
     status, body, _ = request(server, "POST", "/vocode?seed=2&format=f32", npy(mel))
     assert status == 200
-    np.testing.assert_array_equal(read_wav(body)[0], model.vocode(torch.from_numpy(mel), seed=2)[0].numpy())
+    np.testing.assert_array_equal(read_wav(body)[0], offline(model, mel, 2))
 
 
 def test_info_and_health(server, model):
@@ -372,8 +387,8 @@ def test_stream_equals_offline_vocode(server, model):
     status, headers, chunks = asyncio.run(stream_client(server, mel, "seed=5", block=7))
     assert status == 200 and headers["X-Sample-Rate"] == str(model.sample_rate)
     audio = np.frombuffer(b"".join(chunks), dtype="<f4")
-    offline = model.vocode(torch.from_numpy(mel), seed=5)[0].numpy()
-    np.testing.assert_allclose(audio, offline, rtol=0, atol=1e-5)
+    alone = offline(model, mel, 5)
+    np.testing.assert_allclose(audio, alone, rtol=0, atol=BATCH_ATOL)
 
 
 # ----------------------------------------------------------------------------------- the command
