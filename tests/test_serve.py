@@ -33,7 +33,7 @@ from audiodiff.serve.streaming import has_stream_api  # noqa: E402
 from conftest import make_tiny_model  # noqa: E402
 
 N_MELS = 80
-LIMITS = Limits(max_seconds=1.0, max_batch=4, batch_window_ms=150, max_streams=2)
+LIMITS = Limits(max_seconds=1.0, max_batch=4, batch_window_ms=150, max_streams=2, stream_idle_seconds=1.0)
 
 
 def npy(array: np.ndarray, allow_pickle: bool = False) -> bytes:
@@ -359,6 +359,23 @@ def test_a_client_that_disconnects_mid_stream_frees_its_slot(fake_server):
     wait_for(lambda: state.streams["closed"] == closed + 1)
     assert info(server)["stats"]["open_streams"] == 0
     assert fake.ended[-1] in ("closed", "StreamCancelled")  # the model's generator did not run on
+
+
+@pytest.mark.slow
+def test_a_silent_stream_is_closed_after_the_idle_time(fake_server):
+    server, _ = fake_server
+    client = RawStream(server)  # headers sent, then nothing
+    started = time.monotonic()
+    reply = b""
+    while b"\r\n\r\n" not in reply or not reply.endswith(b"\n"):
+        part = client.read_some()
+        if not part:
+            break
+        reply += part
+    client.drop()
+    assert reply.startswith(b"HTTP/1.1 408") and b"--stream-idle-seconds" in reply
+    assert time.monotonic() - started < LIMITS.stream_idle_seconds + 5
+    wait_for(lambda: info(server)["stats"]["open_streams"] == 0)
 
 
 def test_streams_over_the_limit_are_refused_until_a_slot_frees(fake_server):

@@ -25,6 +25,8 @@ def add_parser(subparsers, parents: list) -> None:
     p.add_argument("--max-seconds", type=float, default=60.0,
                    help="longest mel (as seconds of audio) a request may hold; longer ones are refused (default 60)")
     p.add_argument("--max-streams", type=int, default=8, help="streams open at once (default 8)")
+    p.add_argument("--stream-idle-seconds", type=float, default=30.0,
+                   help="close a stream whose client sends nothing for this long, freeing its slot (default 30)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     _add_engine_args(p)
     p.set_defaults(func=run)
@@ -40,7 +42,8 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         limits = Limits(max_seconds=args.max_seconds, max_batch=args.max_batch, batch_window_ms=args.batch_window_ms,
-                        batch_seconds=args.batch_seconds, max_streams=args.max_streams)
+                        batch_seconds=args.batch_seconds, max_streams=args.max_streams,
+                        stream_idle_seconds=args.stream_idle_seconds)
     except ValueError as error:
         raise CommandError(f"--{str(error).replace('_', '-')}", EXIT_USAGE) from None
     if not 0 <= args.port <= 65535:

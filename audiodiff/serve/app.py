@@ -243,9 +243,18 @@ def _as_request_error(error: BaseException) -> Exception:
 
 
 async def _feed(request: web.Request, reader: FrameReader, session: StreamSession) -> None:
-    """Read the body into ``session`` frame by frame; a bad frame or a lost client ends the stream."""
+    """Read the body into ``session`` frame by frame; a bad frame, a client silent for
+    ``stream_idle_seconds`` or a lost client ends the stream."""
+    idle = request.app[STATE].limits.stream_idle_seconds
     try:
-        async for part in request.content.iter_any():
+        while True:
+            try:
+                part = await asyncio.wait_for(request.content.readany(), idle)
+            except asyncio.TimeoutError:
+                raise RequestError(408, f"no mel frames came for {idle:g} s (--stream-idle-seconds); "
+                                        "the stream was closed") from None
+            if not part:
+                break
             frames = reader.feed(part)
             if frames is not None:
                 session.feed(frames)

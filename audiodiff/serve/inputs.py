@@ -46,9 +46,10 @@ class Limits:
     batch_window_ms: float = 10.0  # how long the first request of a batch waits for others
     batch_seconds: float = 120.0  # padded audio one batch may hold (rows x longest); a longer request goes alone
     max_streams: int = 8  # streams open at once
+    stream_idle_seconds: float = 30.0  # a stream whose client sends nothing for this long is closed
 
     def __post_init__(self) -> None:
-        for name in ("max_seconds", "batch_seconds"):
+        for name in ("max_seconds", "batch_seconds", "stream_idle_seconds"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         for name in ("max_batch", "max_streams"):
@@ -72,7 +73,7 @@ class Limits:
     def to_dict(self) -> dict[str, Any]:
         return {"max_seconds": self.max_seconds, "max_batch": self.max_batch,
                 "batch_window_ms": self.batch_window_ms, "batch_seconds": self.batch_seconds,
-                "max_streams": self.max_streams}
+                "max_streams": self.max_streams, "stream_idle_seconds": self.stream_idle_seconds}
 
 
 @dataclass(frozen=True)
