@@ -316,7 +316,7 @@ def test_stream_relays_each_chunk_as_the_model_yields_it(fake_server):
 
 
 @pytest.mark.parametrize(("body", "query", "status", "words"), [
-    (b"\0" * (4 * N_MELS + 3), "", 400, "ended inside a frame"),
+    (b"\0" * 3, "", 400, "ended inside a frame"),  # (later in a stream whose audio began: cut off)
     (b"", "", 400, "no mel frames"),
     (np.full((2, N_MELS), np.nan, "<f4").tobytes(), "", 400, "frame 0 contains NaN"),
     (np.zeros((200, N_MELS), "<f4").tobytes(), "", 413, "--max-seconds"),
@@ -359,6 +359,20 @@ def test_a_client_that_disconnects_mid_stream_frees_its_slot(fake_server):
     wait_for(lambda: state.streams["closed"] == closed + 1)
     assert info(server)["stats"]["open_streams"] == 0
     assert fake.ended[-1] in ("closed", "StreamCancelled")  # the model's generator did not run on
+
+
+def test_a_bad_frame_after_the_audio_began_cuts_the_response_off(fake_server):
+    server, _ = fake_server
+    client = RawStream(server)
+    client.send(frame_bytes(mel_of(3)))
+    reply = client.read_some()
+    assert reply.startswith(b"HTTP/1.1 200")
+    client.send(np.full((1, N_MELS), np.nan, "<f4").tobytes())
+    while part := client.read_some():
+        reply += part
+    client.drop()
+    assert not reply.endswith(b"0\r\n\r\n")  # no final chunk: the client sees an incomplete body
+    wait_for(lambda: info(server)["stats"]["open_streams"] == 0)
 
 
 @pytest.mark.slow

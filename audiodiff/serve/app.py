@@ -186,7 +186,8 @@ async def stream(request: web.Request) -> web.StreamResponse:
         raise RequestError(501, "this server's audiodiff has no streaming vocoder (AudioDiffusion.stream)")
     options = parse_options(request.query, model, default_format="f32")
     reader = FrameReader(state.n_mels, state.max_frames)
-    check_content_length(request.content_length, state.max_frames * reader.frame_bytes)
+    check_content_length(request.content_length, state.max_frames * reader.frame_bytes,
+                         "--max-seconds of float32 frames")
     if state.open_streams >= state.limits.max_streams:
         state.streams["refused"] += 1
         raise RequestError(429, f"{state.open_streams} streams are open, the most this server serves at once "

@@ -122,11 +122,11 @@ def _integer(query: Mapping[str, str], name: str, default: int | None) -> int | 
         raise RequestError(400, f"{name} must be an integer, got {text[:40]!r}") from None
 
 
-def check_content_length(length: int | None, limit: int) -> None:
+def check_content_length(length: int | None, limit: int,
+                         why: str = "--max-seconds of mel as float64, plus the .npy header") -> None:
     """Refuse a body whose declared length is over ``limit`` before reading any of it."""
     if length is not None and length > limit:
-        raise RequestError(413, f"request body is {length} bytes; this server takes at most {limit} "
-                                "(--max-seconds of mel as float64, plus the .npy header)")
+        raise RequestError(413, f"request body is {length} bytes; this server takes at most {limit} ({why})")
 
 
 def too_long(frames: int, max_frames: int, hop_length: int, sample_rate: int, max_seconds: float) -> RequestError:
