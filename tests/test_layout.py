@@ -21,7 +21,7 @@ LAYERS: dict[str, int] = {
     "pipeline": 3,
     "data": 4, "eval": 4,
     "training": 5,
-    "jobs": 6, "examples": 0,
+    "jobs": 6, "serve": 6, "examples": 0,
     "cli": 7,
 }
 

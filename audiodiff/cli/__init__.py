@@ -1,6 +1,6 @@
 """The ``audiodiff`` command line.
 
-Subcommands: ``train`` (LightningCLI), ``export``, ``info``, ``vocode``, ``generate``, ``eval``,
+Subcommands: ``train`` (LightningCLI), ``export``, ``info``, ``vocode``, ``serve``, ``generate``, ``eval``,
 ``search-schedule``, ``mel``, ``import-diffwave`` and ``demo``, one module each (``add_parser``
 adds its arguments, ``run`` runs it); :mod:`audiodiff.cli.common` holds what they share. Errors are
 one line on stderr (``--verbose`` for a traceback); usage errors exit with 2, a run in which some
@@ -14,12 +14,12 @@ import logging
 import sys
 from typing import Sequence
 
-from audiodiff.cli import (demo, eval, export, generate, import_diffwave, info, mel, search_schedule, train,
-                           vocode)
+from audiodiff.cli import (demo, eval, export, generate, import_diffwave, info, mel, search_schedule, serve,
+                           train, vocode)
 from audiodiff.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, CommandError
 
 #: The commands in the order ``audiodiff --help`` lists them.
-COMMANDS = (train, vocode, generate, eval, search_schedule, mel, info, export, import_diffwave, demo)
+COMMANDS = (train, vocode, serve, generate, eval, search_schedule, mel, info, export, import_diffwave, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:
