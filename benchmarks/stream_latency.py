@@ -14,7 +14,7 @@ than real time), and is streamed with the library defaults (engine ``auto``, pre
 * ``max diff``: the largest difference between the concatenated stream and ``vocode`` (same seed):
   float rounding, as the stream is exact.
 
-Times are the median of ``--repeats`` runs after one warm-up. Prints a table (with the machine, date
+Times are the median of ``--repeats`` runs after ``--warmup`` untimed ones. Prints a table (with the machine, date
 and commit) and writes JSON (``--json``).
 
     python benchmarks/stream_latency.py                         # CPU: tiny and base, fast/ddim/dpmpp-2m, 5 s
@@ -54,8 +54,9 @@ HEADERS = ["size", "sampler", "steps", "L frames", "L ms", "block", "first s", "
            "stream RTF", "vocode RTF", "stream/vocode", "max diff"]
 
 
-def measure(model, mel: torch.Tensor, sampler: str, block: int, device: str, repeats: int) -> dict[str, Any]:
-    """Warm-up plus ``repeats`` runs of the stream and of ``vocode``; times and the largest difference."""
+def measure(model, mel: torch.Tensor, sampler: str, block: int, device: str, repeats: int,
+            warmup: int = 1) -> dict[str, Any]:
+    """``warmup`` plus ``repeats`` runs of the stream and of ``vocode``; times and the largest difference."""
     seconds = mel.shape[-1] * HOP / SAMPLE_RATE
 
     def stream() -> tuple[float, float, torch.Tensor]:
@@ -80,13 +81,13 @@ def measure(model, mel: torch.Tensor, sampler: str, block: int, device: str, rep
         return time.perf_counter() - start, audio
 
     firsts, streams, vocodes, first_length = [], [], [], []
-    for _ in range(repeats + 1):
+    for _ in range(warmup + repeats):
         first, total, streamed = stream()
         firsts.append(first)
         streams.append(total)
         elapsed, whole = vocode()
         vocodes.append(elapsed)
-    first_s, stream_s, vocode_s = (statistics.median(t[1:]) for t in (firsts, streams, vocodes))
+    first_s, stream_s, vocode_s = (statistics.median(t[warmup:]) for t in (firsts, streams, vocodes))
     lookahead = model.stream_lookahead(sampler)
     first_samples = first_length[0]
     return {
@@ -96,7 +97,7 @@ def measure(model, mel: torch.Tensor, sampler: str, block: int, device: str, rep
         "stream_s": stream_s, "vocode_s": vocode_s, "audio_seconds": seconds,
         "stream_rtf": seconds / stream_s, "vocode_rtf": seconds / vocode_s, "stream_over_vocode": stream_s / vocode_s,
         "max_diff": float((streamed.float() - whole.float()).abs().max()),
-        "stream_times_s": streams[1:], "vocode_times_s": vocodes[1:], "first_times_s": firsts[1:],
+        "stream_times_s": streams[warmup:], "vocode_times_s": vocodes[warmup:], "first_times_s": firsts[warmup:],
     }
 
 
@@ -107,7 +108,8 @@ def parse_args(argv: list[str] | None):
     parser.add_argument("--seconds", type=float, default=5.0, help="utterance length")
     parser.add_argument("--block", type=int, default=10, help="mel frames per arriving block")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
-    parser.add_argument("--repeats", type=int, default=1, help="timed runs per row, after one warm-up run")
+    parser.add_argument("--repeats", type=int, default=1, help="timed runs per row")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed runs before them (0 for a slow CPU row)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--json", type=Path, default=None, help="write the rows and the machine here")
     args = parser.parse_args(argv)
@@ -132,7 +134,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             model = load_ours(save_reference_checkpoint(size, Path(tmp) / size, seed=index), device)
             model.use_engine(resolve_engine("auto", device))
             for sampler in args.samplers:
-                row = {"size": size, "device": device, **measure(model, mel, sampler, args.block, device, args.repeats)}
+                row = {"size": size, "device": device, **measure(model, mel, sampler, args.block, device, args.repeats,
+                                                                           args.warmup)}
                 rows.append(row)
                 print(f"  {size} {sampler}: first audio after {row['first_s']:.3g} s, stream RTF "
                       f"{row['stream_rtf']:.3g}, vocode RTF {row['vocode_rtf']:.3g}", file=sys.stderr, flush=True)
@@ -149,7 +152,8 @@ def format_report(report: dict[str, Any]) -> str:
     settings = report["settings"]
     lines = machine_lines(report["machine"]) + [
         f"{settings['seconds']:g} s utterance, mel blocks of {settings['block']} frames arriving at once, seed 0, "
-        f"engine and precision auto, min_block_frames = L; median of {settings['repeats']} after 1 warm-up",
+        f"engine and precision auto, min_block_frames = L; median of {settings['repeats']} after "
+        f"{settings.get('warmup', 1)} warm-up",
         "first s: wall time to the first audio block; first audio s: its length; RTF = audio s per wall s", ""]
     table = [[r["size"], r["sampler"], r["steps"], r["lookahead_frames"], fmt(r["lookahead_ms"]), r["block"],
               fmt(r["first_s"]), fmt(r["first_audio_s"]), fmt(r["stream_rtf"]), fmt(r["vocode_rtf"]),
