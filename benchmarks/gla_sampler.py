@@ -88,13 +88,17 @@ def gla_eps_fn(eps_fn, project: Callable[[Tensor], Tensor], sigmas: set[float], 
 
 
 def _generator_noise(seed: int) -> tuple[Callable[[Tensor], Tensor], Callable[[tuple[int, ...]], Tensor]]:
-    """A fresh generator's ``(noise_fn, first draw)``: the same draws as ``model.vocode(seed=seed)`` for one row."""
-    generator = torch.Generator().manual_seed(seed)
+    """A fresh run's ``(noise_fn, first draw)``: the same draws as ``model.vocode(seed=seed)`` for one row
+    (:class:`~audiodiff.diffusion.positional_noise.PositionalNoise`)."""
+    from audiodiff.diffusion.positional_noise import PositionalNoise
+
+    noise: list[PositionalNoise] = []
 
     def draw(shape: tuple[int, ...]) -> Tensor:
-        return torch.randn(*shape[1:], generator=generator)[None]
+        noise.append(PositionalNoise([seed], 0, shape[-1], "cpu"))
+        return noise[0].initial()
 
-    return (lambda like: draw(tuple(like.shape)).to(like.device, like.dtype)), draw
+    return (lambda like: noise[0].fresh(like).to(like.device, like.dtype)), draw
 
 
 @torch.inference_mode()

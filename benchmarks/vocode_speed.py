@@ -8,8 +8,8 @@ table (with the machine, date and commit) and writes JSON (``--json``, atomicall
 
 What is timed:
 
-* ours: ``AudioDiffusion.vocode(mel, ...)`` with ``seed=0`` as the CLI does (the noise is drawn
-  on the CPU per batch row; ``--no-seed`` draws it on the device, as the reference does).
+* ours: ``AudioDiffusion.vocode(mel, ...)`` with ``seed=0`` as the CLI does (positional noise
+  drawn on the CPU; ``--no-seed`` draws it on the device, as the reference does).
   6 steps = the model's ``fast`` sampler, any other count = ``ddpm`` over that many evenly
   spaced training steps (50 = all of them);
 * reference: the sampling loop of ``diffwave.inference.predict`` (0.1.7), reproduced verbatim
@@ -17,7 +17,8 @@ What is timed:
   call per model folder and can only build the base size). 6 steps = ``fast_sampling=True``,
   50 steps = ``fast_sampling=False`` (all T=50 training steps); other counts have no reference.
   Before timing, the reproduction is checked against ``predict`` itself (same seed, short mel,
-  CPU; must be equal) and ours against ``predict`` (within 1e-3).
+  CPU; must be equal) and ours, unseeded from the same global RNG state, against ``predict``
+  (within 1e-3).
 
 The comparison model has the reference's fixed configuration for every size: ``diffwave`` mel
 convention, hop 256, 22.05 kHz, T=50 training schedule and its 6-step inference schedule (so
@@ -167,7 +168,8 @@ def check_against_predict(size: str, checkpoint: Path, steps_list: list[int], se
             predicted, rate = inference.predict(mel, model_dir=model_dir, device=torch.device("cpu"),
                                                 fast_sampling=fast)
             sampler, n = our_sampler(ours, steps)
-            mine = ours.vocode(mel, sampler=sampler, steps=n, seed=seed)
+            torch.manual_seed(seed)  # unseeded, ours draws from the global RNG as predict does
+            mine = ours.vocode(mel, sampler=sampler, steps=n, seed=None)
             result = {
                 "size": size, "steps": steps, "frames": CHECK_FRAMES, "seed": seed, "device": "cpu",
                 "loop_vs_predict_max_abs": float((loop - predicted).abs().max()),

@@ -323,3 +323,18 @@ def test_diagnose_vocoder_scores_one_step_x0_against_the_naive_estimate_at_each_
     assert len(merged["one_step"]["rows"][0]["network"]) == 2
     assert len(cases["trained, raw mel"]["blocks"]) == 12  # one entry per residual block of `tiny`
     assert 0 <= cases["trained, raw mel"]["mean_over_blocks"]["saturated"] <= 1
+
+
+@pytest.mark.slow
+def test_stream_latency_reports_first_audio_and_both_rtfs(tmp_path, capsys):
+    """Columns and exactness, not times: a tiny model, a short utterance, one sampler."""
+    latency = _load("stream_latency.py")
+    report = latency.main(["--sizes", "tiny", "--samplers", "ddim", "--seconds", "0.5", "--block", "4",
+                           "--threads", "1", "--json", str(tmp_path / "latency.json")])
+    (row,) = report["rows"]
+    assert row["lookahead_frames"] == 6 * 3 and row["steps"] == 6 and row["block"] == 4
+    assert 0 < row["first_s"] <= row["stream_s"] and row["first_audio_s"] > 0
+    assert row["stream_rtf"] > 0 and row["vocode_rtf"] > 0 and row["max_diff"] < 1e-4
+    assert json.loads((tmp_path / "latency.json").read_text())["rows"][0]["sampler"] == "ddim"
+    (cells,) = _table_rows(capsys.readouterr().out)
+    assert cells[:3] == ["tiny", "ddim", "6"] and len(cells) == len(latency.HEADERS)

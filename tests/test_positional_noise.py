@@ -51,3 +51,11 @@ def test_bad_spans_are_refused():
     with pytest.raises(ValueError, match="start"):
         positional_noise([0], 0, 10, 5)
     assert positional_noise([0, 1], 0, 7, 7).shape == (2, 0)
+
+
+def test_per_row_starts_give_each_row_its_own_span():
+    run = PositionalNoise.per_row([5, 6], [100, 9000], 300, "cpu")
+    first, second = run.initial(), run.fresh(torch.zeros(2, 300))
+    assert torch.equal(first[0], positional_noise([5], 0, 100, 400)[0])
+    assert torch.equal(first[1], positional_noise([6], 0, 9000, 9300)[0])
+    assert torch.equal(second[1], positional_noise([6], 1, 9000, 9300)[0])

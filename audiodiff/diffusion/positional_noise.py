@@ -65,15 +65,32 @@ class PositionalNoise:
     each :meth:`fresh` call the next draw, as a sampler's ``noise_fn``.
 
     ``std`` ``(B, stop - start)`` scales every draw (a data-dependent prior); ``None`` is unit.
+    :meth:`per_row` gives each row its own start (windows of one length at different places).
     """
 
     def __init__(self, seeds: Sequence[int], start: int, stop: int, device: torch.device | str,
                  std: Tensor | None = None) -> None:
         self.seeds, self.start, self.stop, self.device, self.std = list(seeds), start, stop, device, std
+        self.starts = [start] * len(self.seeds)
         self.draws = 0
 
+    @classmethod
+    def per_row(cls, seeds: Sequence[int], starts: Sequence[int], length: int, device: torch.device | str,
+                std: Tensor | None = None) -> "PositionalNoise":
+        """Row ``k`` gets samples ``[starts[k], starts[k] + length)`` of seed ``seeds[k]``."""
+        if len(starts) != len(seeds):
+            raise ValueError(f"{len(starts)} starts for {len(seeds)} seeds")
+        noise = cls(seeds, int(starts[0]) if starts else 0, (int(starts[0]) if starts else 0) + length, device, std)
+        noise.starts = [int(s) for s in starts]
+        return noise
+
     def _draw(self) -> Tensor:
-        noise = positional_noise(self.seeds, self.draws, self.start, self.stop, self.device)
+        length = self.stop - self.start
+        if len(set(self.starts)) <= 1:
+            noise = positional_noise(self.seeds, self.draws, self.start, self.stop, self.device)
+        else:
+            noise = torch.cat([positional_noise([seed], self.draws, start, start + length)
+                               for seed, start in zip(self.seeds, self.starts)]).to(self.device)
         self.draws += 1
         return noise if self.std is None else noise * self.std.to(noise.device, noise.dtype)
 

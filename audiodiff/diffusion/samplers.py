@@ -17,7 +17,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from audiodiff.diffusion.noise import Seed, randn_rows, row_generators
+from audiodiff.diffusion.noise import Seed, row_seeds
+from audiodiff.diffusion.positional_noise import PositionalNoise
 from audiodiff.diffusion.sampling import SAMPLER_FUNCTIONS, EpsFn, StepCallback
 from audiodiff.diffusion.schedule import NoiseSchedule, karras_sigmas, log_snr_sigmas, sigmas_from_betas
 
@@ -152,16 +153,31 @@ class StepTable:
 
 def run_sampling_schedule(eps_fn: EpsFn, schedule: SamplingSchedule, shape: tuple[int, int], *, seed: Seed,
                           device: torch.device, callback: StepCallback | None = None,
-                          noise_std: Tensor | None = None) -> Tensor:
+                          noise_std: Tensor | None = None, offset: int | Sequence[int] = 0) -> Tensor:
     """Walk ``schedule`` with ``eps_fn`` from seeded noise of ``shape`` ``(B, T)``; returns ``(B, T)``.
 
     The ancestral sampler starts from standard normal noise, as DiffWave does; the deterministic
     ones from noise of the first level's standard deviation ``sigmas[0]``. ``noise_std`` ``(B, T)``
     scales the starting noise and every fresh draw (PriorGrad's data-dependent prior).
+
+    Seeded (``seed`` an int or one per row), the noise is
+    :class:`~audiodiff.diffusion.positional_noise.PositionalNoise`: draw 0 is the start, draw ``d``
+    the ``d``-th fresh noise, and sample ``t`` of row ``k`` is the noise of position ``offset + t``
+    (``offset`` one int, or one per row), whatever the span: so a window of a mel vocoded with
+    its offset sees the same noise as the whole. Unseeded (``None``), the noise comes from the
+    global RNG on ``device`` (as the reference implementation draws it).
     """
     sigmas = np.asarray(schedule.sigmas, dtype=np.float64)
-    generators = row_generators(seed, shape[0])
-    noise = randn_rows(shape, generators, device)
+    batch, length = shape
+    if seed is None:
+        noise = torch.randn(*shape, device=device)
+        def draw_fresh(like: Tensor) -> Tensor:
+            return torch.randn(like.shape, device=like.device)
+    else:
+        offsets = [offset] * batch if isinstance(offset, int) else list(offset)
+        positional = PositionalNoise.per_row(row_seeds(seed, batch), offsets, length, device)
+        noise = positional.initial()
+        draw_fresh = positional.fresh
     if schedule.sampler != "ancestral":
         # A deterministic solver starts from x's own distribution at the first level,
         # alpha * x0 + sigma * z; alpha^2 Var[x0] is neglected (under 0.02 for speech at the
@@ -173,7 +189,7 @@ def run_sampling_schedule(eps_fn: EpsFn, schedule: SamplingSchedule, shape: tupl
         noise = noise * noise_std.to(noise.device, noise.dtype)
 
     def fresh_noise(like: Tensor) -> Tensor:
-        fresh = randn_rows(like.shape, generators, like.device)
+        fresh = draw_fresh(like)
         return fresh if noise_std is None else fresh * noise_std.to(fresh.device, fresh.dtype)
 
     return SAMPLER_FUNCTIONS[schedule.sampler](eps_fn, noise, sigmas, noise_fn=fresh_noise, callback=callback)

@@ -135,11 +135,14 @@ def vocode_batch(
     ``precision`` as in :meth:`AudioDiffusion.vocode`). Returns ``(frames_i * hop,)`` each.
 
     The items' mels were checked when read (:func:`~audiodiff.io.mel_files.read_mel_file`) or
-    computed by the model, so they are not checked again (:meth:`AudioDiffusion.vocode_checked`)."""
+    computed by the model, so they are not checked again (:meth:`AudioDiffusion.vocode_checked`).
+    Each item's audio equals its unbatched vocoding: ``lengths`` has the tails of the shorter ones
+    recomputed with their true ends instead of the padding."""
     mel = pad_mels([item.mel for _, item in group])
     seeds = [seed + index for index, _ in group]
+    lengths = [item.mel.shape[-1] for _, item in group]
     audio = model.vocode_checked(mel, sampler=sampler, steps=steps, seed=seeds, callback=callback,
-                         chunk_seconds=chunk_seconds, precision=precision)
+                                 chunk_seconds=chunk_seconds, precision=precision, lengths=lengths)
     return [audio[row, : item.mel.shape[-1] * model.hop_length].cpu() for row, (_, item) in enumerate(group)]
 
 

@@ -13,6 +13,8 @@ Python API::
     audio = model.vocode(mel)            # (B, n_mels, frames) -> (B, frames * hop)
     mel = model.mel(audio)               # (B, T) -> (B, n_mels, T // hop)
     audio = model.vocode(mel, sampler="searched-4")   # a schedule stored by `audiodiff search-schedule`
+    for block in model.stream(tts_frames, seed=0):    # (n_mels, k) blocks in, audio as soon as it is final
+        play(block)
 
     sfx = audiodiff.load_model("sfx.safetensors")
     clips = sfx.generate(4, 22050, labels="door", guidance=3.0, seed=7)   # (4, 22050)
@@ -25,7 +27,7 @@ import json
 import os
 from contextlib import nullcontext
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -45,6 +47,8 @@ from audiodiff.io.model_file import write_model_file
 from audiodiff.mel import MelSpectrogram
 from audiodiff.network.diffwave import Conditioning, DiffWave
 from audiodiff.pipeline.config import FORMAT_NAME, ModelConfig, check_schedule_name
+from audiodiff.pipeline.spans import lookahead_frames, vocode_padded_tails
+from audiodiff.pipeline.streaming import stream_vocode
 
 if TYPE_CHECKING:
     from audiodiff.engines.fused import Launch
@@ -257,13 +261,13 @@ class AudioDiffusion(nn.Module):
     @torch.inference_mode()
     def _sample(self, conditioning: Any, shape: tuple[int, int], chosen: SamplingSchedule, *, seed: Seed,
                 callback: Callable[[int, int], None] | None, guidance: float | None, precision: str,
-                noise_std: Tensor | None) -> Tensor:
+                noise_std: Tensor | None, offset: int | Sequence[int] = 0) -> Tensor:
         """:meth:`sample` with the schedule and the precision already resolved."""
         eps_fn = self._with_precision(self.eps_fn(conditioning, StepTable(self.schedule, chosen.sigmas)), precision)
         if guidance is not None:
             eps_fn = classifier_free_guidance(eps_fn, guidance)
         return run_sampling_schedule(eps_fn, chosen, shape, seed=seed, device=self.device, callback=callback,
-                                     noise_std=noise_std)
+                                     noise_std=noise_std, offset=offset)
 
     def noise_std(self, mel: Tensor) -> Tensor | None:
         """The prior's noise standard deviation for ``mel`` ``(B, n_mels, frames)``: ``(B, frames * hop)``,
@@ -333,6 +337,7 @@ class AudioDiffusion(nn.Module):
         conditioning_budget: int = DEFAULT_CONDITIONING_BUDGET,
         chunk_seconds: float | str | None = "auto",
         precision: str = "auto",
+        lengths: Sequence[int] | None = None,
     ) -> Tensor:
         """:meth:`vocode` for a mel already checked by :func:`~audiodiff.io.mel_files.orient_mel`:
         ``(B, n_mels, frames)`` float32, finite, on any device -> audio ``(B, frames * hop)``.
@@ -340,29 +345,81 @@ class AudioDiffusion(nn.Module):
         Internal entry of the vocoding jobs, whose mels were checked when read
         (:func:`~audiodiff.io.mel_files.read_mel_file`) or computed by :meth:`mel`: the mel is not
         checked (or copied) again. Anything else should call :meth:`vocode`.
+
+        ``lengths`` (one per row, with a ``seed``) are the rows' true frame counts in a padded
+        batch: each shorter row's last :meth:`stream_lookahead` frames are recomputed with its
+        true end (:func:`~audiodiff.pipeline.spans.vocode_padded_tails`), so every row equals its
+        unbatched vocoding; audio past a row's length is zero.
+        """
+        options = dict(sampler=sampler, steps=steps, seed=seed, conditioning_budget=conditioning_budget,
+                       chunk_seconds=chunk_seconds, precision=precision)
+        audio = self.vocode_span(mel, 0, callback=callback, **options)
+        if lengths is None:
+            return audio
+        return vocode_padded_tails(self, mel, audio, lengths, self.stream_lookahead(sampler, steps), **options)
+
+    def vocode_span(
+        self,
+        mel: Tensor,
+        start_frame: int | Sequence[int] = 0,
+        *,
+        sampler: Sampler = "fast",
+        steps: int | None = None,
+        seed: Seed = None,
+        callback: Callable[[int, int], None] | None = None,
+        conditioning_budget: int = DEFAULT_CONDITIONING_BUDGET,
+        chunk_seconds: float | str | None = "auto",
+        precision: str = "auto",
+    ) -> Tensor:
+        """:meth:`vocode_checked` of a window of an utterance whose first frame is frame ``start_frame``
+        of it (one int, or one per row): the window gets the seeded noise of samples
+        ``[start_frame * hop, ...)``. Its audio equals the whole utterance's on frames at least
+        :meth:`stream_lookahead` frames from each window edge that is not the utterance's own start
+        or end (:mod:`audiodiff.pipeline.spans`). Internal entry of streaming and padded batches.
         """
         self._check_vocoder()
+        if seed is None and start_frame != 0:
+            raise ValueError("a window of an utterance needs a seed: unseeded noise does not depend on position")
         precision = resolve_precision(precision, self.device)
         chosen = self.sampling_schedule(sampler, steps)
         mel = mel.to(self.device)
         shape = (mel.shape[0], mel.shape[-1] * self.hop_length)
+        hop = self.hop_length
+        offset = start_frame * hop if isinstance(start_frame, int) else [int(s) * hop for s in start_frame]
         noise_std = self.noise_std(mel)
         if chunk_seconds == "auto":
             chunk_seconds = default_chunk_seconds(self.device)
-        chunk_frames = None if chunk_seconds is None else chunk_frames_for(chunk_seconds, self.sample_rate,
-                                                                           self.hop_length)
+        chunk_frames = None if chunk_seconds is None else chunk_frames_for(chunk_seconds, self.sample_rate, hop)
         if chunk_frames is not None and mel.shape[-1] > chunk_frames:
             steps_of = StepTable(self.schedule, chosen.sigmas)
             eps_fn = chunked_eps_fn(self.network, mel, steps_of, chunk_frames, engine=self.engine)
             with torch.inference_mode():
                 return run_sampling_schedule(self._with_precision(eps_fn, precision), chosen, shape, seed=seed,
-                                             device=self.device, callback=callback, noise_std=noise_std)
+                                             device=self.device, callback=callback, noise_std=noise_std,
+                                             offset=offset)
         cache_bytes = self.network.conditioning_bytes(*shape, element_size=_element_size(precision))
         cache = cache_bytes <= conditioning_budget and not self.engine.reads_mel
         with torch.inference_mode(), self.autocast(precision):
             conditioning = self.condition(mel, cache_projections=cache)
         return self._sample(conditioning, shape, chosen, seed=seed, callback=callback, guidance=None,
-                            precision=precision, noise_std=noise_std)
+                            precision=precision, noise_std=noise_std, offset=offset)
+
+    def stream_lookahead(self, sampler: Sampler = "fast", steps: int | None = None) -> int:
+        """Mel frames past a frame that its audio depends on with ``sampler``: ``L = N * halo``
+        (``N`` network calls, :func:`~audiodiff.engines.chunking.halo_frames`). :meth:`stream`
+        yields a frame's audio once ``L`` frames after it have arrived."""
+        return lookahead_frames(self.config.denoiser, self.sampling_schedule(sampler, steps).steps)
+
+    def stream(self, blocks: Iterable[Tensor | np.ndarray], *, sampler: Sampler = "fast", steps: int | None = None,
+               seed: int | Sequence[int] = 0, precision: str = "auto", min_block_frames: int | None = None,
+               chunk_seconds: float | str | None = "auto") -> Iterator[Tensor]:
+        """Vocode mel frames as they arrive: blocks ``(n_mels, k)`` or ``(B, n_mels, k)`` in, audio
+        ``(B, k' * hop)`` out. Concatenated, the audio equals :meth:`vocode` of the whole mel with
+        the same ``seed`` (up to float rounding), also when the blocks stop early.
+        See :func:`audiodiff.pipeline.streaming.stream_vocode` for ``min_block_frames`` and the latency.
+        """
+        return stream_vocode(self, blocks, sampler=sampler, steps=steps, seed=seed, precision=precision,
+                             min_block_frames=min_block_frames, chunk_seconds=chunk_seconds)
 
     def generate(
         self,
