@@ -376,17 +376,18 @@ def test_eval_cli_runs_the_chosen_engine_and_each_engine_gives_the_same_audio(tm
 
     model_file = make_tiny_model().save(tmp_path / "tiny.safetensors")
     _write(tmp_path / "held-out" / "utt.wav", speech_like(0.3, SR))
-    folded = []
-    original = pretrained.AudioDiffusion.fold_denoiser
-    monkeypatch.setattr(pretrained.AudioDiffusion, "fold_denoiser",
-                        lambda self: folded.append(True) or original(self))
-    outputs = {}
+    engines = []  # the engine each command set up, through the library's one entry
+    original = pretrained.AudioDiffusion.use_engine
+    monkeypatch.setattr(pretrained.AudioDiffusion, "use_engine",
+                        lambda self, name, **options: engines.append(name) or original(self, name, **options))
+    outputs, ran = {}, []
     for engine in ("eager", "folded", "auto"):
         out = tmp_path / engine
         assert main(["eval", "--model", str(model_file), "--data", str(tmp_path / "held-out"), "--out", str(out),
                      "--engine", engine, "--threads", "1", "--no-griffin-lim", "--metrics", "mel", "-q"]) == 0
         outputs[engine] = sf.read(str(out / "model" / "utt.wav"))[0]
-    assert len(folded) == 2  # folded, and auto on a CPU
+        ran.append(engines[-1])  # the model is loaded eager, then set up with --engine
+    assert ran == ["eager", "folded", "folded"]  # auto is folded on a CPU
     assert np.abs(outputs["folded"] - outputs["eager"]).max() < 1e-3  # the same function, up to rounding
     assert np.array_equal(outputs["folded"], outputs["auto"])
 

@@ -163,13 +163,14 @@ def test_cli_runs_the_folded_engine_on_a_cpu_by_default_with_the_eager_audio(tmp
     from audiodiff.cli import main
     from audiodiff.pipeline import AudioDiffusion
 
-    folded = []
-    fold = AudioDiffusion.fold_denoiser
-    monkeypatch.setattr(AudioDiffusion, "fold_denoiser", lambda self: folded.append(True) or fold(self))
+    engines = []  # the engine each command set up, through the library's one entry
+    use_engine = AudioDiffusion.use_engine
+    monkeypatch.setattr(AudioDiffusion, "use_engine",
+                        lambda self, name, **options: engines.append(name) or use_engine(self, name, **options))
     np.save(tmp_path / "m.npy", -6 + np.sin(np.arange(80 * 6, dtype=np.float32)).reshape(80, 6))
     base = ["vocode", str(tmp_path / "m.npy"), "-m", str(tiny_model_file), "--device", "cpu", "-q"]
-    assert main(base + ["--out", str(tmp_path / "auto")]) == 0 and folded == [True]
-    assert main(base + ["--out", str(tmp_path / "eager"), "--engine", "eager"]) == 0 and folded == [True]
+    assert main(base + ["--out", str(tmp_path / "auto")]) == 0 and engines[-1] == "folded"  # loaded eager, then set up
+    assert main(base + ["--out", str(tmp_path / "eager"), "--engine", "eager"]) == 0 and engines[-1] == "eager"
     auto, _ = load_audio(tmp_path / "auto" / "m.wav")
     eager, _ = load_audio(tmp_path / "eager" / "m.wav")
     assert auto.shape == eager.shape and (auto - eager).abs().max().item() < 1e-3

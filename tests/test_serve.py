@@ -179,8 +179,7 @@ def test_concurrent_requests_are_batched_and_each_equals_its_offline_vocode(serv
 
 @pytest.mark.slow
 def test_padded_batch_of_different_lengths_equals_each_alone(server, model):
-    if not info(server)["exact_padded_batches"]:
-        pytest.skip("this audiodiff cannot vocode padded batches exactly yet (vocode_checked(lengths=...))")
+    assert info(server)["exact_padded_batches"]
     mels, seeds, results = [mel_of(n, seed=n) for n in (9, 30, 17)], [1, 2, 3], [None] * 3
 
     def client(k: int) -> None:
@@ -412,8 +411,7 @@ def test_streams_over_the_limit_are_refused_until_a_slot_frees(fake_server):
 
 @pytest.mark.slow
 def test_stream_equals_offline_vocode(server, model):
-    if not has_stream_api(model):
-        pytest.skip("this audiodiff has no AudioDiffusion.stream yet")
+    assert has_stream_api(model)
     mel = mel_of(40, seed=9)
     status, headers, chunks = asyncio.run(stream_client(server, mel, "seed=5", block=7))
     assert status == 200 and headers["X-Sample-Rate"] == str(model.sample_rate)

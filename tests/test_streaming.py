@@ -6,7 +6,6 @@ prediction depends strongly on the frames around it: a lookahead one frame too s
 
 from __future__ import annotations
 
-import dataclasses
 
 import numpy as np
 import pytest
