@@ -26,8 +26,8 @@ def default_min_block_frames(lookahead: int) -> int:
 
     An emission of ``m`` frames vocodes ``m + 2L`` (``L`` of context each side; the first one
     ``m + L``). With ``m = L`` the first audio waits for ``2L`` frames and costs twice the
-    fewest frames it could (``L + 1``), and the stream costs at most 3x a whole-mel
-    :meth:`vocode` (less when blocks arrive bigger than ``L``): a smaller ``m`` buys little
+    fewest frames it could (``L + 1``), and the stream vocodes at most 3x the frames of a
+    whole-mel ``vocode`` (fewer when blocks arrive bigger than ``L``): a smaller ``m`` buys little
     latency for much compute (``m = L / 2``: 1.5L frames first, 5x in all), a bigger one the
     reverse (``m = 2L``: 3L frames first, 2x in all).
     """
