@@ -21,7 +21,7 @@ from audiodiff.mel import mel_preset
 from audiodiff.network.diffwave import denoiser_config
 from audiodiff.pipeline import AudioDiffusion, ModelConfig
 from audiodiff.pipeline.spans import TailWindow, plan_tail_windows
-from audiodiff.pipeline.streaming import default_min_block_frames
+from audiodiff.pipeline.streaming import Emission, StreamCursor, default_min_block_frames
 from conftest import make_tiny_generator
 
 N_MELS = 20
@@ -236,3 +236,64 @@ def test_a_window_needs_a_seed(vocoder):
         vocoder.vocode_span(random_mel(4), 3, seed=None)
     with pytest.raises(ValueError, match="need a seed"):
         vocoder.vocode_checked(random_mel(4, batch=2), seed=None, lengths=[4, 2])
+
+
+# ------------------------------------------------- the cursor, and windows of several streams batched
+
+
+def emissions_of(cursor: StreamCursor, blocks: list[torch.Tensor]) -> list[Emission]:
+    emissions = [cursor.push(block) for block in blocks]
+    return [e for e in [*emissions, cursor.finish()] if e is not None]
+
+
+@pytest.mark.parametrize("sizes", [[1] * 50, [7, 3, 11, 29], [50], [2, 40, 8]])
+def test_cursor_emissions_tile_the_frames_with_lookahead_each_side(sizes):
+    lookahead, min_block = 6, 4
+    mel = random_mel(sum(sizes))
+    cursor = StreamCursor(N_MELS, lookahead, min_block)
+    emissions = emissions_of(cursor, split(mel, sizes))
+    assert [e.first for e in emissions] == [0] + [e.stop for e in emissions[:-1]]  # contiguous, no overlap
+    assert emissions[-1].stop == sum(sizes) and emissions[-1].final and not any(e.final for e in emissions[:-1])
+    for e in emissions:
+        assert e.start == max(0, e.first - lookahead)  # the utterance's start, or L frames before
+        assert e.final or e.start + e.frames == e.stop + lookahead  # the window runs L frames past stop
+        assert e.final or e.stop - e.first >= min_block
+        torch.testing.assert_close(e.window, mel[..., e.start: e.start + e.frames], rtol=0, atol=0)
+    assert cursor.kept.shape[-1] <= lookahead  # only the context a later window would need
+
+
+def test_cursor_refuses_a_block_with_other_rows_and_a_zero_min_block():
+    cursor = StreamCursor(N_MELS, 3, 1)
+    cursor.push(random_mel(4, batch=2))
+    with pytest.raises(InputError, match="mel block 1: has 1 rows; the stream's first block had 2"):
+        cursor.push(random_mel(4, batch=1))
+    with pytest.raises(ValueError, match="at least 1"):
+        StreamCursor(N_MELS, 3, 0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sampler, steps", [("fast", None), ("dpmpp-2m-karras", 4)])
+def test_windows_of_several_streams_in_one_padded_batch_equal_each_stream_alone(vocoder, sampler, steps):
+    """What ``audiodiff serve`` does with concurrent streams: each step's ready windows of all
+    streams go into one ``vocode_span`` call, padded to the longest, with each row's start frame,
+    seed and (when the window ends its utterance) true length."""
+    lookahead = vocoder.stream_lookahead(sampler, steps)
+    mels = [random_mel(n, seed=n) for n in (70, 41, 23)]
+    seeds = [4, 17, 8]
+    queues = [emissions_of(StreamCursor(N_MELS, lookahead, 3), split(mel, random_sizes(mel.shape[-1], k, 9)))
+              for k, mel in enumerate(mels)]
+    pieces: list[list[torch.Tensor]] = [[] for _ in mels]
+    hop = vocoder.hop_length
+    while any(queues):
+        rows = [k for k, queue in enumerate(queues) if queue]
+        batch = [queues[k].pop(0) for k in rows]
+        longest = max(e.frames for e in batch)
+        padded = torch.cat([torch.nn.functional.pad(e.window, (0, longest - e.frames)) for e in batch])
+        audio = vocoder.vocode_span(padded, [e.start for e in batch], sampler=sampler, steps=steps,
+                                    seed=[seeds[k] for k in rows], precision="fp32",
+                                    lengths=[e.frames if e.final else longest for e in batch])
+        for k, e, row in zip(rows, batch, audio):
+            pieces[k].append(e.cut(row[None], hop))
+    for mel, seed, got in zip(mels, seeds, pieces):
+        whole = vocoder.vocode(mel, sampler=sampler, steps=steps, seed=seed, precision="fp32")
+        torch.testing.assert_close(torch.cat(got, dim=-1), whole, rtol=0, atol=ATOL)

@@ -346,17 +346,13 @@ class AudioDiffusion(nn.Module):
         (:func:`~audiodiff.io.mel_files.read_mel_file`) or computed by :meth:`mel`: the mel is not
         checked (or copied) again. Anything else should call :meth:`vocode`.
 
-        ``lengths`` (one per row, with a ``seed``) are the rows' true frame counts in a padded
-        batch: each shorter row's last :meth:`stream_lookahead` frames are recomputed with its
-        true end (:func:`~audiodiff.pipeline.spans.vocode_padded_tails`), so every row equals its
-        unbatched vocoding; audio past a row's length is zero.
+        ``lengths`` (one per row, with a ``seed``): the rows' true frame counts in a padded batch;
+        every row equals its unbatched vocoding (:meth:`vocode_span`), and audio past a row's
+        length is zero.
         """
-        options = dict(sampler=sampler, steps=steps, seed=seed, conditioning_budget=conditioning_budget,
-                       chunk_seconds=chunk_seconds, precision=precision)
-        audio = self.vocode_span(mel, 0, callback=callback, **options)
-        if lengths is None:
-            return audio
-        return vocode_padded_tails(self, mel, audio, lengths, self.stream_lookahead(sampler, steps), **options)
+        return self.vocode_span(mel, 0, sampler=sampler, steps=steps, seed=seed, callback=callback,
+                                conditioning_budget=conditioning_budget, chunk_seconds=chunk_seconds,
+                                precision=precision, lengths=lengths)
 
     def vocode_span(
         self,
@@ -370,13 +366,32 @@ class AudioDiffusion(nn.Module):
         conditioning_budget: int = DEFAULT_CONDITIONING_BUDGET,
         chunk_seconds: float | str | None = "auto",
         precision: str = "auto",
+        lengths: Sequence[int] | None = None,
     ) -> Tensor:
         """:meth:`vocode_checked` of a window of an utterance whose first frame is frame ``start_frame``
         of it (one int, or one per row): the window gets the seeded noise of samples
         ``[start_frame * hop, ...)``. Its audio equals the whole utterance's on frames at least
         :meth:`stream_lookahead` frames from each window edge that is not the utterance's own start
         or end (:mod:`audiodiff.pipeline.spans`). Internal entry of streaming and padded batches.
+
+        ``lengths`` (one per row, with a ``seed``): in a padded batch, a row whose window ends at
+        its utterance's end gives its true frame count, and its last :meth:`stream_lookahead`
+        frames are recomputed with that end (:func:`~audiodiff.pipeline.spans.vocode_padded_tails`);
+        a row given the full width is left as vocoded (a stream's window, whose right edge is
+        already ``L`` frames past the frames it gives out).
         """
+        options = dict(sampler=sampler, steps=steps, seed=seed, conditioning_budget=conditioning_budget,
+                       chunk_seconds=chunk_seconds, precision=precision)
+        audio = self._vocode_window(mel, start_frame, callback=callback, **options)
+        if lengths is None:
+            return audio
+        return vocode_padded_tails(self, mel, audio, lengths, self.stream_lookahead(sampler, steps),
+                                   starts=start_frame, **options)
+
+    def _vocode_window(self, mel: Tensor, start_frame: int | Sequence[int], *, sampler: Sampler,
+                       steps: int | None, seed: Seed, callback: Callable[[int, int], None] | None,
+                       conditioning_budget: int, chunk_seconds: float | str | None, precision: str) -> Tensor:
+        """:meth:`vocode_span` without ``lengths``: one pass of the sampler over the window."""
         self._check_vocoder()
         if seed is None and start_frame != 0:
             raise ValueError("a window of an utterance needs a seed: unseeded noise does not depend on position")

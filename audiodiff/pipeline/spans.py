@@ -54,23 +54,25 @@ def plan_tail_windows(lengths: Sequence[int], frames: int, lookahead: int) -> li
 
 @torch.inference_mode()
 def vocode_padded_tails(model: Any, mel: Tensor, audio: Tensor, lengths: Sequence[int], lookahead: int, *,
-                        seed: Seed, **options: Any) -> Tensor:
+                        seed: Seed, starts: int | Sequence[int] = 0, **options: Any) -> Tensor:
     """``audio`` ``(B, frames * hop)``, the vocoding of the padded ``mel`` ``(B, n_mels, frames)``
     by ``model`` (an ``AudioDiffusion``), with each row exact for its true length: the tails
     recomputed (windows of one width in one batch) and the audio past each length zeroed.
-    ``options`` are ``vocode_span``'s (sampler, steps, precision, ...)."""
+    ``starts``: each row's first frame in its utterance (rows that are windows of a stream; one
+    int for all). ``options`` are ``vocode_span``'s (sampler, steps, precision, ...)."""
     if seed is None:
         raise ValueError("exact padded rows (lengths=) need a seed: unseeded noise does not depend on position")
     if len(lengths) != mel.shape[0]:
         raise ValueError(f"{len(lengths)} lengths for a batch of {mel.shape[0]}")
     hop = audio.shape[-1] // mel.shape[-1]
     seeds = row_seeds(seed, mel.shape[0])
+    starts = [int(starts)] * mel.shape[0] if isinstance(starts, int) else [int(s) for s in starts]
     windows = plan_tail_windows([int(n) for n in lengths], mel.shape[-1], lookahead)
     audio = audio.clone()
     for width in sorted({w.stop - w.start for w in windows}):
         group = [w for w in windows if w.stop - w.start == width]
         rows = torch.stack([mel[w.row, :, w.start: w.stop] for w in group])
-        tails = model.vocode_span(rows, [w.start for w in group], seed=[seeds[w.row] for w in group], **options)
+        tails = model.vocode_span(rows, [starts[w.row] + w.start for w in group], seed=[seeds[w.row] for w in group], **options)
         for k, w in enumerate(group):
             audio[w.row, w.keep * hop: w.stop * hop] = tails[k, (w.keep - w.start) * hop:].to(audio.device)
     for row, n in enumerate(lengths):

@@ -8,10 +8,15 @@ are final: they are vocoded on the window ``[emitted - L, received)`` with the w
 offset and yielded. When the blocks end, the rest ``[emitted, received)`` is vocoded with the true
 end. Each window edge is then the utterance's own start or end or ``L`` frames away, which is
 what makes the pieces equal the whole (seeded noise depends only on position).
+
+:class:`StreamCursor` is that bookkeeping without a model: it turns blocks into
+:class:`Emission` windows, which :func:`stream_vocode` vocodes one by one and ``audiodiff serve``
+batches with other clients' windows (``AudioDiffusion.vocode_span`` with ``lengths``).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
@@ -82,29 +87,83 @@ def stream_vocode(model: Any, blocks: Iterable[Tensor | np.ndarray], *, sampler:
     return _stream(model, blocks, seed, lookahead, min_block, options)
 
 
+@dataclass(frozen=True)
+class Emission:
+    """One piece of a stream's audio to compute: vocode ``window`` (mel frames ``[start, start + w)``
+    of the utterance, ``(B, n_mels, w)``) with the noise of that position, and give out the audio
+    of frames ``[first, stop)``. ``final``: the window ends at the utterance's end (its audio
+    there needs the true end; any other window's right edge is ``L`` frames past ``stop``)."""
+
+    window: Tensor
+    start: int
+    first: int
+    stop: int
+    final: bool
+
+    @property
+    def frames(self) -> int:
+        return int(self.window.shape[-1])
+
+    def cut(self, audio: Tensor, hop: int) -> Tensor:
+        """The window's audio ``(B, >= w * hop)`` -> the emitted frames' ``(B, (stop - first) * hop)``."""
+        return audio[:, (self.first - self.start) * hop: (self.stop - self.start) * hop]
+
+
+class StreamCursor:
+    """Which mel frames of a stream are final, and the window each emission vocodes.
+
+    :meth:`push` takes a block as it arrives and returns an :class:`Emission` once at least
+    ``min_block`` frames have ``lookahead`` frames after them (all ready frames in one emission);
+    :meth:`finish` returns the rest, with the true end. Holds only the frames a later window needs
+    (the last ``lookahead`` emitted ones and those not emitted yet). No model here: the caller
+    vocodes the emissions, one at a time (:func:`stream_vocode`) or batched with other streams'
+    (``audiodiff serve``).
+    """
+
+    def __init__(self, n_mels: int, lookahead: int, min_block: int) -> None:
+        if min_block < 1:
+            raise ValueError(f"min_block_frames must be at least 1, got {min_block}")
+        self.n_mels, self.lookahead, self.min_block = n_mels, lookahead, min_block
+        self.kept: Tensor | None = None  # (B, n_mels, frames): mel frames [kept_start, received)
+        self.kept_start = self.received = self.emitted = self.blocks = 0
+
+    def push(self, block: Tensor | np.ndarray) -> Emission | None:
+        """Add a block (``(n_mels, k)`` or ``(B, n_mels, k)``, checked by :func:`check_block`)."""
+        rows = None if self.kept is None else self.kept.shape[0]
+        mel = check_block(block, self.n_mels, self.blocks, rows)
+        self.blocks += 1
+        self.kept = mel if self.kept is None else torch.cat([self.kept, mel.to(self.kept.device)], dim=-1)
+        self.received += mel.shape[-1]
+        ready = self.received - self.lookahead
+        return self._emit(ready, final=False) if ready - self.emitted >= self.min_block else None
+
+    def finish(self) -> Emission | None:
+        """The blocks ended: the frames not emitted yet, vocoded with the true end (``None`` if none)."""
+        return self._emit(self.received, final=True) if self.received > self.emitted else None
+
+    def _emit(self, stop: int, final: bool) -> Emission:
+        """Frames ``[emitted, stop)``, from the window ``[emitted - L, received)``."""
+        start = max(0, self.emitted - self.lookahead)
+        emission = Emission(self.kept[..., start - self.kept_start:], start, self.emitted, stop, final)
+        self.emitted = stop
+        keep_from = max(0, stop - self.lookahead)  # the next window's first frame
+        self.kept, self.kept_start = self.kept[..., keep_from - self.kept_start:], keep_from
+        return emission
+
+
 def _stream(model: Any, blocks: Iterable[Tensor | np.ndarray], seed: int | Sequence[int], lookahead: int,
             min_block: int, options: dict[str, Any]) -> Iterator[Tensor]:
-    """The generator of :func:`stream_vocode`, its arguments checked."""
-    n_mels, hop = model.config.denoiser.n_mels, model.hop_length
-    kept: Tensor | None = None  # (B, n_mels, frames): mel frames [kept_start, received)
-    kept_start = received = emitted = 0
+    """The generator of :func:`stream_vocode`, its arguments checked: each emission vocoded alone."""
+    cursor = StreamCursor(model.config.denoiser.n_mels, lookahead, min_block)
 
-    def emit(stop: int) -> Tensor:
-        """The audio of frames ``[emitted, stop)``, from the window ``[emitted - L, received)``."""
-        window_start = max(0, emitted - lookahead)
-        window = kept[..., window_start - kept_start:]
-        audio = model.vocode_span(window, window_start, seed=seed, **options)
-        return audio[:, (emitted - window_start) * hop: (stop - window_start) * hop]
+    def vocoded(emission: Emission) -> Tensor:
+        audio = model.vocode_span(emission.window, emission.start, seed=seed, **options)
+        return emission.cut(audio, model.hop_length)
 
-    for index, block in enumerate(blocks):
-        mel = check_block(block, n_mels, index, None if kept is None else kept.shape[0]).to(model.device)
-        kept = mel if kept is None else torch.cat([kept, mel], dim=-1)
-        received += mel.shape[-1]
-        ready = received - lookahead
-        if ready - emitted >= min_block:
-            yield emit(ready)
-            emitted = ready
-            keep_from = max(0, emitted - lookahead)  # the next window's first frame
-            kept, kept_start = kept[..., keep_from - kept_start:], keep_from
-    if received > emitted:
-        yield emit(received)
+    for block in blocks:
+        emission = cursor.push(block)
+        if emission is not None:
+            yield vocoded(emission)
+    emission = cursor.finish()
+    if emission is not None:
+        yield vocoded(emission)
