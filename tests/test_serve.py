@@ -28,8 +28,7 @@ pytest.importorskip("aiohttp")
 from audiodiff.pipeline import load_model  # noqa: E402
 from audiodiff.serve import BackgroundServer, Limits, make_app  # noqa: E402
 from audiodiff.serve.app import STATE  # noqa: E402
-from audiodiff.serve.inputs import pcm16, wav_bytes  # noqa: E402
-from audiodiff.serve.streaming import has_stream_api  # noqa: E402
+from audiodiff.serve.inputs import parse_options, pcm16, wav_bytes  # noqa: E402
 from conftest import make_tiny_model  # noqa: E402
 
 N_MELS = 80
@@ -103,33 +102,27 @@ def server(model):
         yield running
 
 
-class FakeStream:
-    """A stand-in for ``AudioDiffusion.stream`` (the bridge, not the vocoder, is under test): each
-    block's audio is its first mel bin repeated ``hop`` times; records how the generator ended."""
+class FakeSpan:
+    """A stand-in for ``AudioDiffusion.vocode_span`` (the server's plumbing, not the vocoder, is
+    under test): each frame's audio is its first mel bin repeated ``hop`` times, so any window of
+    a mel gives exactly that mel's audio on its frames. Records each call's rows and start frames."""
 
     def __init__(self, hop: int) -> None:
         self.hop = hop
-        self.ended: list[str] = []
+        self.calls: list[list[int]] = []
 
-    def __call__(self, blocks, **options):
-        try:
-            for block in blocks:
-                yield block[0].repeat_interleave(self.hop)[None]
-            self.ended.append("complete")
-        except GeneratorExit:
-            self.ended.append("closed")
-            raise
-        except BaseException as error:
-            self.ended.append(type(error).__name__)
-            raise
+    def __call__(self, mel, start_frame=0, **options):
+        rows = mel.shape[0]
+        self.calls.append([start_frame] * rows if isinstance(start_frame, int) else list(start_frame))
+        return mel[:, 0].repeat_interleave(self.hop, dim=-1)
 
 
 @pytest.fixture(scope="module")
 def fake_server():
     model = make_tiny_model()
-    model.stream = FakeStream(model.hop_length)
+    model.vocode_span = FakeSpan(model.hop_length)
     with BackgroundServer(make_app(model, LIMITS, name="fake")) as running:
-        yield running, model.stream
+        yield running, model.vocode_span
 
 
 # --------------------------------------------------------------------------------- plain /vocode
@@ -179,7 +172,6 @@ def test_concurrent_requests_are_batched_and_each_equals_its_offline_vocode(serv
 
 @pytest.mark.slow
 def test_padded_batch_of_different_lengths_equals_each_alone(server, model):
-    assert info(server)["exact_padded_batches"]
     mels, seeds, results = [mel_of(n, seed=n) for n in (9, 30, 17)], [1, 2, 3], [None] * 3
 
     def client(k: int) -> None:
@@ -302,16 +294,41 @@ async def stream_client(server, mel: np.ndarray, query: str = "", block: int = 5
             return response.status, dict(response.headers), chunks
 
 
-def test_stream_relays_each_chunk_as_the_model_yields_it(fake_server):
+def first_audio_frames(server) -> int:
+    """Frames a stream must send before its first audio comes: ``2L`` (the default emission holds ``L``)."""
+    return 2 * server.app[STATE].model.stream_lookahead("fast")
+
+
+def test_stream_relays_each_window_s_audio_as_it_is_vocoded(fake_server):
     server, fake = fake_server
-    mel = mel_of(23)
+    mel = mel_of(80)
+    calls = len(fake.calls)
     status, headers, chunks = asyncio.run(stream_client(server, mel, "format=f32", block=4))
     assert status == 200 and headers["X-Audio-Format"] == "f32"
     audio = np.frombuffer(b"".join(chunks), dtype="<f4")
     np.testing.assert_array_equal(audio, np.repeat(mel[0], fake.hop))
+    windows = fake.calls[calls:]
+    assert len(windows) >= 2 and all(len(rows) == 1 for rows in windows)  # one stream: its windows alone
+    assert windows[0] == [0] and windows[-1][0] > 0  # later windows keep only L frames of context
     status, _, chunks = asyncio.run(stream_client(server, mel, "format=pcm16", block=4))
     assert np.array_equal(np.frombuffer(b"".join(chunks), dtype="<i2"), pcm16(np.repeat(mel[0], fake.hop)))
-    assert fake.ended[-1] == "complete"
+
+
+def test_concurrent_streams_share_batches_and_each_gets_its_own_audio(fake_server):
+    server, fake = fake_server
+    mels = [mel_of(n, seed=n) for n in (80, 61)]  # LIMITS.max_streams
+    before = info(server)["stats"]
+
+    async def clients():
+        return await asyncio.gather(*(stream_client(server, mel, "format=f32", block=3 + k, pause=0.02)
+                                      for k, mel in enumerate(mels)))
+
+    for mel, (status, _, chunks) in zip(mels, asyncio.run(clients())):
+        assert status == 200
+        np.testing.assert_array_equal(np.frombuffer(b"".join(chunks), dtype="<f4"), np.repeat(mel[0], fake.hop))
+    stats = info(server)["stats"]
+    assert stats["mixed_batches"] > before["mixed_batches"]  # windows of different clients in one call
+    assert stats["largest_batch"] >= 2 and stats["stream_windows"] - before["stream_windows"] >= 6
 
 
 @pytest.mark.parametrize(("body", "query", "status", "words"), [
@@ -350,20 +367,21 @@ def test_a_client_that_disconnects_mid_stream_frees_its_slot(fake_server):
     state = server.app[STATE]
     closed = state.streams["closed"]
     client = RawStream(server)
-    client.send(frame_bytes(mel_of(6)))
+    client.send(frame_bytes(mel_of(first_audio_frames(server) + 5)))
     head = client.read_some()  # the response began: the stream is open and vocoding
     assert head.startswith(b"HTTP/1.1 200")
     assert info(server)["stats"]["open_streams"] == 1
+    calls = len(fake.calls)
     client.drop()
     wait_for(lambda: state.streams["closed"] == closed + 1)
     assert info(server)["stats"]["open_streams"] == 0
-    assert fake.ended[-1] in ("closed", "StreamCancelled")  # the model's generator did not run on
+    assert len(fake.calls) == calls  # the stream's last frames were never vocoded: nobody waits for them
 
 
 def test_a_bad_frame_after_the_audio_began_cuts_the_response_off(fake_server):
     server, _ = fake_server
     client = RawStream(server)
-    client.send(frame_bytes(mel_of(3)))
+    client.send(frame_bytes(mel_of(first_audio_frames(server))))
     reply = client.read_some()
     assert reply.startswith(b"HTTP/1.1 200")
     client.send(np.full((1, N_MELS), np.nan, "<f4").tobytes())
@@ -411,13 +429,54 @@ def test_streams_over_the_limit_are_refused_until_a_slot_frees(fake_server):
 
 @pytest.mark.slow
 def test_stream_equals_offline_vocode(server, model):
-    assert has_stream_api(model)
     mel = mel_of(40, seed=9)
     status, headers, chunks = asyncio.run(stream_client(server, mel, "seed=5", block=7))
     assert status == 200 and headers["X-Sample-Rate"] == str(model.sample_rate)
     audio = np.frombuffer(b"".join(chunks), dtype="<f4")
     alone = offline(model, mel, 5)
     np.testing.assert_allclose(audio, alone, rtol=0, atol=BATCH_ATOL)
+
+
+@pytest.mark.slow
+def test_concurrent_streams_and_a_request_batched_together_each_equal_offline_vocode(server, model):
+    """Two clients stream (different lengths, seeds and block sizes) while a third posts a plain
+    request: their windows share batches on the device, and each gets its own offline audio."""
+    mels, seeds = [mel_of(n, seed=n) for n in (70, 52, 30)], [5, 9, 2]
+    before = info(server)["stats"]
+
+    async def clients():
+        streams = [stream_client(server, mels[k], f"seed={seeds[k]}", block=5 + 2 * k, pause=0.03) for k in (0, 1)]
+        plain = asyncio.to_thread(request, server, "POST", f"/vocode?seed={seeds[2]}&format=f32", npy(mels[2]))
+        return await asyncio.gather(*streams, plain)
+
+    *streamed, (status, body, _) = asyncio.run(clients())
+    assert status == 200
+    np.testing.assert_allclose(read_wav(body)[0], offline(model, mels[2], seeds[2]), rtol=0, atol=BATCH_ATOL)
+    for k, (status, _, chunks) in enumerate(streamed):
+        assert status == 200
+        audio = np.frombuffer(b"".join(chunks), dtype="<f4")
+        np.testing.assert_allclose(audio, offline(model, mels[k], seeds[k]), rtol=0, atol=BATCH_ATOL)
+    stats = info(server)["stats"]
+    assert stats["mixed_batches"] > before["mixed_batches"]
+
+
+def test_the_batcher_skips_work_nobody_waits_for_any_more(fake_server):
+    """A client gone while its window waited for a batch: the window is never vocoded."""
+    server, fake = fake_server
+    state = server.app[STATE]
+    mel = torch.from_numpy(mel_of(5))[None]
+
+    async def give_up() -> int:
+        batches = state.batcher.stats.batches
+        waiting = asyncio.ensure_future(state.batcher.vocode(mel, parse_options({}, state.model, "f32")))
+        await asyncio.sleep(0)  # queued; the batch window (150 ms) has not closed
+        waiting.cancel()
+        await asyncio.sleep(LIMITS.batch_window_ms / 1000 + 0.2)
+        return state.batcher.stats.batches - batches
+
+    calls = len(fake.calls)
+    assert server.run(give_up()) == 0
+    assert len(fake.calls) == calls
 
 
 # ----------------------------------------------------------------------------------- the command

@@ -3,8 +3,9 @@
 Built on aiohttp: one well-kept asyncio package that is the server itself (no separate ASGI
 server to choose, pin and run), reads request bodies and writes response bodies as streams (what
 ``/stream`` needs in both directions at once) and ships a test client. The event loop only parses
-and answers requests; vocoding runs in worker threads (:mod:`.batching`, :mod:`.streaming`), so a
-request is accepted and a bad one refused while the device is busy.
+and answers requests; all vocoding, of plain requests and of the streams' windows alike, runs in
+batches on the device's worker thread (:mod:`.batching`), so a request is accepted and a bad one
+refused while the device is busy.
 
 Every refused request gets a 4xx whose body is one line saying what is wrong
 (:class:`~audiodiff.serve.inputs.RequestError`); the server goes on serving.
@@ -13,6 +14,7 @@ Every refused request gets a 4xx whose body is one line saying what is wrong
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import threading
@@ -27,7 +29,7 @@ from audiodiff.io.mel_files import InputError
 from audiodiff.serve.batching import Batcher, Device
 from audiodiff.serve.inputs import (FrameReader, Limits, RequestError, check_content_length, encode_chunk,
                                     parse_options, read_npy_mel, too_long, wav_bytes)
-from audiodiff.serve.streaming import END, StreamSession, has_stream_api, lookahead_frames
+from audiodiff.serve.streaming import StreamSession
 
 log = logging.getLogger("audiodiff.serve")
 
@@ -46,7 +48,6 @@ class ServerState:
     max_body_bytes: int
     open_streams: int = 0
     streams: dict[str, int] = field(default_factory=lambda: {"opened": 0, "closed": 0, "refused": 0})
-    sessions: set = field(default_factory=set)
 
     @property
     def model(self):
@@ -90,8 +91,6 @@ async def _start(app: web.Application) -> None:
 
 async def _stop(app: web.Application) -> None:
     state = app[STATE]
-    for session in list(state.sessions):
-        session.cancel()
     await state.batcher.stop()
     state.device.close()
 
@@ -136,9 +135,7 @@ async def info(request: web.Request) -> web.Response:
         "device": str(model.device),
         "precision": state.device.precision,
         "samplers": samplers,
-        "streaming": has_stream_api(model),
-        "lookahead_frames": {name: lookahead_frames(model, name) for name in samplers},
-        "exact_padded_batches": state.device.exact_padding,
+        "lookahead_frames": {name: model.stream_lookahead(name) for name in samplers},
         "limits": {**state.limits.to_dict(), "max_frames": state.max_frames,
                    "max_body_bytes": state.max_body_bytes},
         "stats": {**state.batcher.stats.to_dict(), "open_streams": state.open_streams,
@@ -181,10 +178,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
     response is cut off (no final chunk), which a client sees as an incomplete body.
     """
     state = request.app[STATE]
-    model = state.model
-    if not has_stream_api(model):
-        raise RequestError(501, "this server's audiodiff has no streaming vocoder (AudioDiffusion.stream)")
-    options = parse_options(request.query, model, default_format="f32")
+    options = parse_options(request.query, state.model, default_format="f32")
     reader = FrameReader(state.n_mels, state.max_frames)
     check_content_length(request.content_length, state.max_frames * reader.frame_bytes,
                          "--max-seconds of float32 frames")
@@ -194,53 +188,49 @@ async def stream(request: web.Request) -> web.StreamResponse:
                                 "(--max-streams); try again shortly")
     state.open_streams += 1
     state.streams["opened"] += 1
-
-    def closed() -> None:
+    session = StreamSession(state.batcher, options)
+    feeding = asyncio.get_running_loop().create_task(_feed(request, reader, session))
+    try:
+        return await _relay(request, session)
+    finally:  # also when the client went away and aiohttp cancelled this handler
+        feeding.cancel()
         state.open_streams -= 1
         state.streams["closed"] += 1
-        state.sessions.discard(session)
 
-    session = StreamSession(state.device, options, on_closed=closed)
-    state.sessions.add(session)
-    session.start()
-    feeding = asyncio.get_running_loop().create_task(_feed(request, reader, session))
+
+async def _relay(request: web.Request, session: StreamSession) -> web.StreamResponse:
+    """Write ``session``'s audio chunks to the response as they come; the response begins with the first."""
     response: web.StreamResponse | None = None
+    options = session.options
     try:
-        while True:
-            item = await session.outputs.get()
-            if item is END:
-                break
-            if isinstance(item, BaseException):
+        async with contextlib.aclosing(session.chunks()) as chunks:
+            async for chunk in chunks:
                 if response is None:
-                    raise _as_request_error(item)
-                log.warning("stream cut off after its audio began: %s", one_line(item))
-                response.force_close()
-                if request.transport is not None:
-                    request.transport.close()
-                return response
-            if response is None:
-                response = web.StreamResponse(headers={
-                    "Content-Type": "application/octet-stream",
-                    "X-Audio-Format": options.format, "X-Sample-Rate": str(model.sample_rate)})
-                response.enable_chunked_encoding()
-                await response.prepare(request)
-            await response.write(encode_chunk(item, options.format))
-        if response is None:  # nothing came out (cannot happen for a stream of frames), still a valid reply
-            response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
-            await response.prepare(request)
-        await response.write_eof()
+                    response = web.StreamResponse(headers={
+                        "Content-Type": "application/octet-stream", "X-Audio-Format": options.format,
+                        "X-Sample-Rate": str(request.app[STATE].model.sample_rate)})
+                    response.enable_chunked_encoding()
+                    await response.prepare(request)
+                await response.write(encode_chunk(chunk, options.format))
+    except (RequestError, InputError) as error:
+        if response is None:
+            raise _as_request_error(error) from None
+        log.warning("stream cut off after its audio began: %s", one_line(error))
+        response.force_close()
+        if request.transport is not None:
+            request.transport.close()
         return response
-    finally:
-        session.cancel()
-        feeding.cancel()
+    if response is None:  # nothing came out (the reader refuses an empty body), still a valid reply
+        response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+        await response.prepare(request)
+    await response.write_eof()
+    return response
 
 
-def _as_request_error(error: BaseException) -> Exception:
+def _as_request_error(error: Exception) -> RequestError:
     if isinstance(error, RequestError):
         return error
-    if isinstance(error, InputError):
-        return RequestError(400, error.reason)
-    return error if isinstance(error, Exception) else RuntimeError(one_line(error))
+    return RequestError(400, error.reason if isinstance(error, InputError) else one_line(error))
 
 
 async def _feed(request: web.Request, reader: FrameReader, session: StreamSession) -> None:
@@ -262,14 +252,11 @@ async def _feed(request: web.Request, reader: FrameReader, session: StreamSessio
         reader.finish()
         session.end()
     except RequestError as error:
-        session.cancel()
-        session.outputs.put_nowait(error)
-    except (ConnectionError, asyncio.CancelledError):
-        session.cancel()
+        session.fail(error)
+    except asyncio.CancelledError:
         raise
-    except Exception as error:  # noqa: BLE001 - aiohttp's payload errors when the client goes away
-        session.cancel()
-        session.outputs.put_nowait(RequestError(400, f"the request body could not be read ({one_line(error)})"))
+    except Exception as error:  # noqa: BLE001 - aiohttp's payload and connection errors when the client goes away
+        session.fail(RequestError(400, f"the request body could not be read ({one_line(error)})"))
 
 
 class BackgroundServer:
@@ -285,6 +272,10 @@ class BackgroundServer:
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+    def run(self, coroutine, timeout: float = 30) -> Any:
+        """Run ``coroutine`` on the server's event loop (where its batcher lives) and return its result."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout=timeout)
 
     def __enter__(self) -> "BackgroundServer":
         self._thread.start()

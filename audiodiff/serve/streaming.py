@@ -1,134 +1,86 @@
-"""One open stream: mel frames in from the event loop, audio chunks out of ``AudioDiffusion.stream``.
+"""One open stream: mel frames in from the request body, audio chunks out as soon as they are final.
 
-The model's stream is a blocking generator, so each open stream runs it in a thread of its own.
-That thread holds the device lock (:attr:`audiodiff.serve.batching.Device.lock`) only while the
-model computes: it lets go while it waits for more frames from the client and while it hands a
-chunk to the event loop, so streams and batches take turns on the device and a slow client holds
-nothing. Cancelling (a client that went away, a bad frame) closes the model's generator and ends the
-thread; ``on_closed`` then runs on the event loop, which is where the server frees the stream's slot.
+The stream's bookkeeping is :class:`~audiodiff.pipeline.streaming.StreamCursor` (which frames are
+final, and the window of mel each emission vocodes). Each emission goes to the server's batcher
+(:mod:`.batching`), where it shares a batch with other streams' windows and with plain requests.
+So no stream holds the device: a client that sends slowly costs nothing while it sends, and
+``N`` clients streaming at once cost one batched network call per sampler step, not ``N``.
+
+Frames that arrive while an emission is being vocoded go into the next emission together, so a
+stream that fell behind catches up in fewer, bigger emissions. Everything here runs on the event
+loop; a client that goes away cancels the request's task, and with it the wait for its window
+(the batcher skips a window nobody waits for).
 """
 
 from __future__ import annotations
 
 import asyncio
-import queue
-import threading
-from typing import Any, Callable, Iterator
+from typing import Any, AsyncIterator
 
+import torch
 from torch import Tensor
 
-from audiodiff.serve.batching import Device
+from audiodiff.pipeline.streaming import Emission, StreamCursor, default_min_block_frames
+from audiodiff.serve.batching import Batcher
 from audiodiff.serve.inputs import Options
 
-#: Items of the input queue besides mel frames: the end of the body, and the stream was cancelled.
-END, CANCEL = "end", "cancel"
-
-
-class StreamCancelled(Exception):
-    """Raised inside the model's generator (from its frame source) when the stream is cancelled."""
-
-
-def has_stream_api(model) -> bool:
-    """Whether ``model`` can vocode a stream of frames (``AudioDiffusion.stream``)."""
-    return callable(getattr(model, "stream", None))
-
-
-def lookahead_frames(model, sampler: str = "fast", steps: int | None = None) -> int | None:
-    """Mel frames the stream must have read past a sample before it can give that sample out, or
-    ``None`` when the model cannot stream."""
-    if not has_stream_api(model):
-        return None
-    lookahead = getattr(model, "stream_lookahead", None)
-    return int(lookahead(sampler, steps)) if callable(lookahead) else None
-
-
-def model_stream(device: Device, frames: Iterator[Tensor], options: Options) -> Iterator[Tensor]:
-    """``AudioDiffusion.stream`` over ``frames`` (``(n_mels, k)`` each) with the request's options."""
-    return device.model.stream(frames, sampler=options.sampler, steps=options.steps, seed=options.seed,
-                               precision=device.precision)
+#: Queued after the last frames: the request body is complete.
+END = "end"
 
 
 class StreamSession:
-    """The thread that vocodes one stream, and the queues in and out of it.
+    """The frames one request has sent (queued by the body reader) and the audio they give.
 
-    ``outputs`` (an :class:`asyncio.Queue`) receives audio chunks ``(samples,)``, then either an
-    exception or :data:`END`.
+    ``min_block_frames``: frames an emission holds at least (default: the lookahead, as
+    ``AudioDiffusion.stream``).
     """
 
-    def __init__(self, device: Device, options: Options, on_closed: Callable[[], None]) -> None:
-        self.device = device
+    def __init__(self, batcher: Batcher, options: Options, min_block_frames: int | None = None) -> None:
+        model = batcher.device.model
+        lookahead = model.stream_lookahead(options.sampler, options.steps)
+        min_block = default_min_block_frames(lookahead) if min_block_frames is None else min_block_frames
+        self.batcher = batcher
         self.options = options
-        self.loop = asyncio.get_running_loop()
-        self.inputs: queue.Queue[Any] = queue.Queue()
-        self.outputs: asyncio.Queue[Any] = asyncio.Queue()
-        self.generator_closed = False
-        self._on_closed = on_closed
-        self._cancelled = threading.Event()
-        self._thread = threading.Thread(target=self._work, name="audiodiff-stream", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
+        self.cursor = StreamCursor(model.config.denoiser.n_mels, lookahead, min_block)
+        self.inputs: asyncio.Queue[Any] = asyncio.Queue()
 
     def feed(self, frames: Tensor) -> None:
-        self.inputs.put(frames)
+        """Frames ``(n_mels, k)`` read from the body."""
+        self.inputs.put_nowait(frames)
 
     def end(self) -> None:
         """The request body is complete."""
-        self.inputs.put(END)
+        self.inputs.put_nowait(END)
 
-    def cancel(self) -> None:
-        """Stop vocoding: the model's generator is closed at its next step (idempotent)."""
-        self._cancelled.set()
-        self.inputs.put(CANCEL)
+    def fail(self, error: Exception) -> None:
+        """The body could not be read (a bad frame, a silent client): :meth:`chunks` raises ``error``."""
+        self.inputs.put_nowait(error)
 
-    def _frames(self) -> Iterator[Tensor]:
-        """The frames the model reads; waits for them without the device lock."""
-        lock = self.device.lock
+    async def chunks(self) -> AsyncIterator[Tensor]:
+        """Audio ``(samples,)`` chunks in order, each as soon as its batch is vocoded; raises the
+        body reader's error, or a bad block's ``InputError``."""
         while True:
-            lock.release()
-            try:
-                item = self.inputs.get()
-            finally:
-                lock.acquire()
-            if item is CANCEL or self._cancelled.is_set():
-                raise StreamCancelled
-            if item is END:
+            items = await self._available()
+            for item in items:
+                if isinstance(item, Exception):
+                    raise item
+            blocks = [item for item in items if isinstance(item, Tensor)]
+            if blocks:
+                emission = self.cursor.push(torch.cat(blocks, dim=-1))
+                if emission is not None:
+                    yield await self._vocode(emission)
+            if any(item is END for item in items):
+                emission = self.cursor.finish()
+                if emission is not None:
+                    yield await self._vocode(emission)
                 return
-            yield item
 
-    def _put(self, item: Any) -> None:
-        self._call_soon(self.outputs.put_nowait, item)
+    async def _available(self) -> list[Any]:
+        """Everything queued: waits for the first item, then takes what else has come."""
+        items = [await self.inputs.get()]
+        while not self.inputs.empty():
+            items.append(self.inputs.get_nowait())
+        return items
 
-    def _call_soon(self, function: Callable, *args: Any) -> None:
-        try:
-            self.loop.call_soon_threadsafe(function, *args)
-        except RuntimeError:  # the event loop is closed: the server has stopped
-            pass
-
-    def _work(self) -> None:
-        lock = self.device.lock
-        lock.acquire()
-        try:
-            chunks = model_stream(self.device, self._frames(), self.options)
-            try:
-                for chunk in chunks:
-                    lock.release()
-                    try:
-                        self._put(chunk.detach().float().cpu().reshape(-1))
-                    finally:
-                        lock.acquire()
-                    if self._cancelled.is_set():
-                        break
-            finally:
-                close = getattr(chunks, "close", None)
-                if close is not None:
-                    close()
-                self.generator_closed = True
-            self._put(END)
-        except StreamCancelled:
-            self._put(END)
-        except BaseException as error:  # noqa: BLE001 - handed to the request, which reports it
-            self._put(error)
-        finally:
-            lock.release()
-            self._call_soon(self._on_closed)
+    async def _vocode(self, emission: Emission) -> Tensor:
+        return await self.batcher.vocode_emission(emission, self.options)
