@@ -205,6 +205,36 @@ def test_a_corpus_run_resumes_reports_bad_inputs_and_matches_offline_vocode(tmp_
 
 
 @pytest.mark.slow
+def test_ctrl_c_keeps_the_finished_wavs_exits_130_and_a_rerun_resumes(tmp_path: Path, tiny_model_file: Path,
+                                                                      monkeypatch, capsys):
+    import signal
+
+    from audiodiff.jobs.corpus import CorpusVocoder
+
+    manifest = _corpus(tmp_path, [12, 7, 20])
+    out = tmp_path / "out"
+    args = ["vocode", "--manifest", str(manifest), "--model", str(tiny_model_file), "--out", str(out),
+            "--batch-size", "1", "-q"]
+    predict_step = CorpusVocoder.predict_step
+
+    def interrupted_at_the_second_batch(self, batch, batch_idx=0):
+        if batch_idx == 1:
+            raise KeyboardInterrupt
+        return predict_step(self, batch, batch_idx)
+
+    monkeypatch.setattr(CorpusVocoder, "predict_step", interrupted_at_the_second_batch)
+    on_interrupt = signal.getsignal(signal.SIGINT)
+    assert main(args) == 130
+    assert "interrupted: 1 file(s) finished" in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGINT) is on_interrupt  # Lightning ignored Ctrl-C from then on; restored
+    assert len(list(out.glob("*.wav"))) == 1 and not list(out.glob(".*.tmp"))
+    monkeypatch.setattr(CorpusVocoder, "predict_step", predict_step)
+    assert main(args) == 0
+    assert "2 written, 1 skipped (already there), 0 failed" in capsys.readouterr().out
+    assert len(list(out.glob("*.wav"))) == 3
+
+
+@pytest.mark.slow
 def test_two_cpu_processes_write_every_input_once_as_one_process_does(tmp_path: Path, tiny_model_file: Path):
     """DDP over 2 CPU processes (gloo) through the command line, as users run it."""
     manifest = _corpus(tmp_path, [14, 9, 14, 30, 9, 21, 5])

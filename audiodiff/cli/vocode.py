@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_corpus(args: argparse.Namespace, chunk_seconds: float | str | None) -> int:
     """``--manifest``: the corpus job on Lightning's prediction loop; global rank 0 prints the summary."""
-    from audiodiff.jobs.corpus import SUMMARY_NAME, vocode_corpus
+    from audiodiff.jobs.corpus import SUMMARY_NAME, CorpusInterrupted, vocode_corpus
 
     if args.devices < 1 or args.num_nodes < 1:
         raise CommandError("--devices and --num-nodes must be at least 1", EXIT_USAGE)
@@ -92,12 +92,17 @@ def _run_corpus(args: argparse.Namespace, chunk_seconds: float | str | None) -> 
         raise CommandError(f"{args.model}: a model without mel conditioning cannot vocode; use 'audiodiff generate'", EXIT_USAGE)
     _choose_sampler(args, model)
     out_dir = Path(args.out)
-    summary = vocode_corpus(model, args.manifest, out_dir, sampler=args.sampler, steps=args.steps, seed=args.seed,
-                            batch_size=args.batch_size, max_batch_gb=args.max_batch_gb, chunk_seconds=chunk_seconds,
-                            precision=_precision(args.precision, device), accelerator=device,
-                            devices=args.devices, num_nodes=args.num_nodes,
-                            prepare=lambda loaded: _set_up_engine(loaded, args), progress=not args.quiet,
-                            on_error=lambda error: _report_input_error(Path(error.path), error))
+    try:
+        summary = vocode_corpus(model, args.manifest, out_dir, sampler=args.sampler, steps=args.steps, seed=args.seed,
+                                batch_size=args.batch_size, max_batch_gb=args.max_batch_gb,
+                                chunk_seconds=chunk_seconds, precision=_precision(args.precision, device),
+                                accelerator=device, devices=args.devices, num_nodes=args.num_nodes,
+                                prepare=lambda loaded: _set_up_engine(loaded, args), progress=not args.quiet,
+                                on_error=lambda error: _report_input_error(Path(error.path), error))
+    except CorpusInterrupted as interrupt:
+        print(f"interrupted: {interrupt.written} file(s) finished in {out_dir} by this process; "
+              "run the same command again to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
     if _is_global_rank_zero():
         for failure in summary.failures:  # again, together: the lines above may have scrolled away
             print(f"failed: {failure['error']}", file=sys.stderr)

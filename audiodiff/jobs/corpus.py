@@ -19,6 +19,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import signal
+import threading
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -302,6 +304,15 @@ class WavWriter(BasePredictionWriter):
 
 
 # ------------------------------------------------------------------- the job
+class CorpusInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped the corpus job; ``written`` wavs (of this rank) are finished and kept, and a
+    rerun of the same command skips them."""
+
+    def __init__(self, written: int) -> None:
+        super().__init__(f"interrupted after {written} file(s)")
+        self.written = written
+
+
 @dataclass
 class CorpusSummary:
     """The whole run, as global rank 0 gathered it (every rank returns the same)."""
@@ -364,7 +375,7 @@ def vocode_corpus(
     with warnings.catch_warnings(), _quiet_lightning():
         for noise in (".*does not have many workers.*", ".*infer the batch indices.*", ".*treespec.*"):
             warnings.filterwarnings("ignore", message=noise)
-        trainer.predict(module, return_predictions=False)
+        _predict(trainer, module)
     rank = trainer.global_rank
     records = out_dir / RANKS_DIR
     write_json(records / f"rank-{rank}.json", vars(module.record))
@@ -376,6 +387,25 @@ def vocode_corpus(
     summary = trainer.strategy.broadcast(summary)
     trainer.strategy.barrier()  # every rank has it before any exits (and closes its connections)
     return summary
+
+
+def _predict(trainer: pl.Trainer, module: CorpusVocoder) -> None:
+    """``trainer.predict``, with Ctrl-C as :class:`CorpusInterrupted`.
+
+    On Ctrl-C Lightning stops the loop, kills the other local ranks, ignores further Ctrl-C and
+    calls ``sys.exit(1)``; the caller gets the interrupt instead (exit status 130 in the CLI), and
+    Ctrl-C works again afterwards.
+    """
+    on_interrupt = signal.getsignal(signal.SIGINT)
+    try:
+        trainer.predict(module, return_predictions=False)
+    except SystemExit:
+        if not trainer.interrupted:
+            raise
+        raise CorpusInterrupted(module.record.written) from None
+    finally:
+        if on_interrupt is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, on_interrupt)
 
 
 @contextlib.contextmanager
