@@ -338,3 +338,22 @@ def test_stream_latency_reports_first_audio_and_both_rtfs(tmp_path, capsys):
     assert json.loads((tmp_path / "latency.json").read_text())["rows"][0]["sampler"] == "ddim"
     (cells,) = _table_rows(capsys.readouterr().out)
     assert cells[:3] == ["tiny", "ddim", "6"] and len(cells) == len(latency.HEADERS)
+
+
+@pytest.mark.slow
+def test_serve_streams_compares_batched_streams_with_one_at_a_time(tmp_path, capsys):
+    """Columns, batching and exactness, not times: two tiny clients of half a second each."""
+    pytest.importorskip("aiohttp")
+    bench = _load("serve_streams.py")
+    report = bench.main(["--sizes", "tiny", "--clients", "2", "--seconds", "0.5", "--block", "4", "--pace", "5",
+                         "--batch-window-ms", "100", "--threads", "1", "--json", str(tmp_path / "serve.json")])
+    batched, alone = report["rows"]
+    assert (batched["batching"], batched["max_batch"], alone["max_batch"]) == ("batched", 2, 1)
+    assert batched["rows_per_batch"] > 1 and alone["rows_per_batch"] == 1  # windows of both clients shared calls
+    assert batched["windows"] >= 4 and alone["windows"] >= 4
+    for row in (batched, alone):
+        assert 0 < row["first_median_s"] <= row["first_max_s"] <= row["wall_s"] and row["max_diff"] < 1e-4
+    assert batched["batched_over_alone"] == pytest.approx(batched["rtf"] / alone["rtf"])
+    assert json.loads((tmp_path / "serve.json").read_text())["rows"][1]["batching"] == "one at a time"
+    rows = _table_rows(capsys.readouterr().out)
+    assert [r[:3] for r in rows] == [["tiny", "2", "batched"], ["tiny", "2", "one at a time"]]
