@@ -497,7 +497,8 @@ def test_audiodiff_serve_command(tmp_path):
         class Address:
             host, port = host_port.rsplit(":", 1)[0], int(host_port.rsplit(":", 1)[1])
 
-        assert json.loads(request(Address, "GET", "/info")[1])["limits"]["max_seconds"] == 1.0
+        limits = json.loads(request(Address, "GET", "/info")[1])["limits"]
+        assert limits["max_seconds"] == 1.0 and limits["max_batch"] == 1  # on a CPU: one at a time
         status, body, _ = request(Address, "POST", "/vocode", npy(mel_of(6)))
         assert status == 200 and read_wav(body)[0].shape == (6 * 256,)
         assert request(Address, "POST", "/vocode", b"junk")[0] == 400

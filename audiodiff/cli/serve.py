@@ -17,9 +17,11 @@ def add_parser(subparsers, parents: list) -> None:
                         "authentication, so think twice before 0.0.0.0)")
     p.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000; 0: any free port)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--max-batch", type=int, default=8, help="plain requests vocoded together at most (default 8)")
+    p.add_argument("--max-batch", type=int, default=None,
+                   help="requests and stream windows vocoded together at most (default: 8 on a GPU; 1 on a CPU, "
+                        "where batching adds latency and no throughput)")
     p.add_argument("--batch-window-ms", type=float, default=10.0,
-                   help="how long a plain request waits for others to share its batch (default 10)")
+                   help="how long the first request or stream window of a batch waits for others (default 10)")
     p.add_argument("--batch-seconds", type=float, default=120.0,
                    help="padded audio one batch may hold, rows x longest (default 120); a longer request goes alone")
     p.add_argument("--max-seconds", type=float, default=60.0,
@@ -35,13 +37,16 @@ def add_parser(subparsers, parents: list) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         from audiodiff.serve import Limits, make_app, serve_forever
+        from audiodiff.serve.inputs import default_max_batch
     except ImportError as error:
         raise CommandError(f"audiodiff serve needs aiohttp ({error}); install it with: pip install 'audiodiff[serve]'",
                            EXIT_USAGE) from None
     import torch
 
+    device = _resolve_device(args.device)
+    max_batch = default_max_batch(device) if args.max_batch is None else args.max_batch
     try:
-        limits = Limits(max_seconds=args.max_seconds, max_batch=args.max_batch, batch_window_ms=args.batch_window_ms,
+        limits = Limits(max_seconds=args.max_seconds, max_batch=max_batch, batch_window_ms=args.batch_window_ms,
                         batch_seconds=args.batch_seconds, max_streams=args.max_streams,
                         stream_idle_seconds=args.stream_idle_seconds)
     except ValueError as error:
@@ -50,7 +55,6 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(f"--port must be in 0..65535, got {args.port}", EXIT_USAGE)
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = _resolve_device(args.device)
     model = _load_model(args.model, device)
     _set_up_engine(model, args)
     if not model.network.conditional:

@@ -37,12 +37,24 @@ class RequestError(Exception):
         super().__init__(self.message)
 
 
+def default_max_batch(device: str | torch.device) -> int:
+    """``--max-batch`` when not given: 8 on a GPU, 1 on a CPU.
+
+    On a GPU one batched network call costs about what one row does, so batching concurrent work is
+    what lets a server keep up with many clients. On a CPU a batch costs the sum of its rows: it
+    brought no throughput in ``benchmarks/serve_streams.py`` (tiny and base, 4 clients on 2 cores:
+    batched/alone 1.01-1.08, within the run-to-run noise) while every client of a batch waits for
+    the whole batch (median first audio 13.2 s batched vs 8.2 s one at a time, base).
+    """
+    return 8 if torch.device(device).type == "cuda" else 1
+
+
 @dataclass(frozen=True)
 class Limits:
     """The server's limits (``audiodiff serve``'s options)."""
 
     max_seconds: float = 60.0  # longest mel (as audio) one request may vocode
-    max_batch: int = 8  # plain requests vocoded together
+    max_batch: int = 8  # rows (requests, stream windows) vocoded together; the CLI: default_max_batch
     batch_window_ms: float = 10.0  # how long the first request of a batch waits for others
     batch_seconds: float = 120.0  # padded audio one batch may hold (rows x longest); a longer request goes alone
     max_streams: int = 8  # streams open at once
