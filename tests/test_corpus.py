@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -261,6 +262,31 @@ def test_two_cpu_processes_write_every_input_once_as_one_process_does(tmp_path: 
     again = run("two", 2)  # everything there: nothing is vocoded again
     assert again.returncode == 0, again.stderr[-3000:]
     assert "0 written, 7 skipped (already there), 0 failed" in again.stdout
+
+    # --num-nodes 2: two "machines" on this one, each running the same command with its NODE_RANK
+    # and the same MASTER_ADDR/MASTER_PORT, as a user starts them (one process per node here)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    def node(rank: int) -> subprocess.Popen:
+        with (tmp_path / f"node{rank}.out").open("w") as out, (tmp_path / f"node{rank}.err").open("w") as err:
+            return subprocess.Popen([sys.executable, "-m", "audiodiff.cli", "vocode", "--manifest", str(manifest),
+                                     "--model", str(tiny_model_file), "--out", "nodes", "--devices", "1",
+                                     "--num-nodes", "2", "--device", "cpu", "--batch-size", "1", "--threads", "1", "-q"],
+                                    stdout=out, stderr=err, cwd=tmp_path,  # files: a full pipe would stall both
+                                    env={**env, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+                                         "NODE_RANK": str(rank)})
+
+    nodes = [node(0), node(1)]
+    results = [(process.wait(timeout=600), (tmp_path / f"node{rank}.out").read_text(),
+                (tmp_path / f"node{rank}.err").read_text()) for rank, process in enumerate(nodes)]
+    for code, _, err in results:
+        assert code == 0, err[-3000:]
+    summary = json.loads((tmp_path / "nodes" / SUMMARY_NAME).read_text())
+    assert (summary["world_size"], summary["written"], summary["failed"]) == (2, 7, 0)
+    assert sorted(r["written"] for r in summary["ranks"]) == [3, 4]
+    assert "7 written" in results[0][1] and "written" not in results[1][1]  # node 0 prints the summary
+    assert _outputs(tmp_path / "nodes") == _outputs(tmp_path / "one")
 
 
 # ----------------------------------------------------------------- benchmark
