@@ -1,8 +1,9 @@
 """``audiodiff serve``: the vocoder over HTTP, for a TTS service on the same machine.
 
 :mod:`.app` (the aiohttp server and its endpoints), :mod:`.inputs` (limits, query options, the
-checks of untrusted request bodies), :mod:`.batching` (dynamic batching of plain requests on the
-device), :mod:`.streaming` (one open stream, bridged to ``AudioDiffusion.stream``). aiohttp is the
+checks of untrusted request bodies), :mod:`.batching` (dynamic batching on the device of plain
+requests and of the open streams' windows alike), :mod:`.streaming` (one open stream: its frames
+through a ``StreamCursor``, its windows to the batcher). aiohttp is the
 optional ``serve`` extra (``pip install 'audiodiff[serve]'``): importing this package needs it.
 """
 
