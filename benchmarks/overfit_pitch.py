@@ -311,7 +311,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 def format_report(report: dict[str, Any]) -> str:
     s = report["settings"]
     lines = machine_lines(report["machine"])
-    lines.append(f"utterances: " + ", ".join(f"{u['source']} ({u['seconds']:.2f} s from {u['offset_s']:g} s)"
+    lines.append("utterances: " + ", ".join(f"{u['source']} ({u['seconds']:.2f} s from {u['offset_s']:g} s)"
                                              for u in report["utterances"]))
     run = report["runs"][0]
     lines.append(f"network: {s['size']} with {s['layers']} layers x {s['channels']} channels, dilation cycle "
