@@ -86,3 +86,29 @@ def test_compiled_training_step_matches_eager(device):
         assert module._denoiser() == module.model.network.denoise  # validation stays eager
     torch.testing.assert_close(losses[1][0], losses[0][0], rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(losses[1][1], losses[0][1], rtol=1e-4, atol=1e-6)
+
+
+class _Trainer:
+    """What ``_seed_noise_per_rank`` reads of a Lightning trainer."""
+
+    def __init__(self, global_rank: int, world_size: int) -> None:
+        self.global_rank, self.world_size = global_rank, world_size
+
+
+def _first_training_noise(rank: int, world: int) -> torch.Tensor:
+    """The global generator's first draw after fit start on ``rank`` of ``world``, every rank seeded alike."""
+    module = DiffusionModule(size="tiny", denoiser_overrides=SMALL)
+    module._trainer = _Trainer(rank, world)
+    torch.manual_seed(1234)  # what seed_everything does on every rank
+    module._seed_noise_per_rank()
+    return torch.randn(8)
+
+
+def test_ddp_ranks_draw_their_own_noise_and_one_process_is_unchanged():
+    ranks = [_first_training_noise(rank, 2) for rank in (0, 1)]
+    assert not torch.equal(ranks[0], ranks[1])  # the same seed_everything, different noise and steps
+    torch.manual_seed(1234)
+    unchanged = torch.randn(8)
+    assert torch.equal(_first_training_noise(0, 1), unchanged)  # one process: as before
+    assert torch.equal(ranks[0], unchanged)  # rank 0 keeps the seed
+    assert torch.equal(_first_training_noise(1, 2), ranks[1])  # and a rerun is reproducible

@@ -188,11 +188,24 @@ class DiffusionModule(pl.LightningModule):
     def on_fit_start(self) -> None:
         from pytorch_lightning.callbacks import WeightAveraging
 
+        self._seed_noise_per_rank()
         if not any(isinstance(c, WeightAveraging) for c in self.trainer.callbacks):
             rank_zero_warn(
                 "no EMA (WeightAveraging) callback: validation and export will use the raw weights "
                 "(the recipes in configs/ add one)"
             )
+
+    def _seed_noise_per_rank(self) -> None:
+        """Give each DDP rank its own stream of diffusion steps and noise.
+
+        ``seed_everything`` seeds every rank alike, and the training noise, steps and label dropout
+        come from the global generator, so without this every rank would draw the same steps and
+        noise for its own crops: ``N`` GPUs would train on one ``N``-th of the (step, noise) variety
+        a batch of the same total size gets on one. Rank 0 keeps its seed, so one process trains
+        as before. Runs after DDP has copied rank 0's initial weights to every rank.
+        """
+        if self.trainer.world_size > 1:
+            torch.manual_seed((torch.initial_seed() + self.global_rank) % 2**63)
 
     def configure_model(self) -> None:
         if self.hparams.compile and self._compiled_denoise is None:
