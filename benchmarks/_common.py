@@ -306,6 +306,16 @@ def write_json(path: str | Path, data: Any) -> Path:
     return write(path, data, allow_nan=True)
 
 
+def publish(report: dict[str, Any], table: str, json_path: str | Path | None) -> dict[str, Any]:
+    """Print ``table`` (the report formatted) and, when ``json_path`` is given, write ``report``
+    there atomically and say so; returns ``report`` (a benchmark's ``main`` ends with this)."""
+    print(table)
+    if json_path:
+        write_json(json_path, report)
+        print(f"wrote {json_path}")
+    return report
+
+
 def load_vocoder(path: str, parser: Any) -> Any:
     """The model at ``path`` (a file or a shipped name) on the CPU; ``parser.error`` unless it is a vocoder."""
     from audiodiff.pipeline import load_any

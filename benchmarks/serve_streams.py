@@ -43,8 +43,8 @@ from _common import (  # noqa: E402
     machine_lines,
     markdown_table,
     parser_from_doc,
+    publish,
     save_reference_checkpoint,
-    write_json,
 )
 
 N_MELS = 80
@@ -158,11 +158,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     report = {"benchmark": "serve_streams", "machine": info,
               "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "json"},
               "rows": rows}
-    print(format_report(report))
-    if args.json:
-        write_json(args.json, report)
-        print(f"wrote {args.json}")
-    return report
+    return publish(report, format_report(report), args.json)
 
 
 def format_report(report: dict[str, Any]) -> str:

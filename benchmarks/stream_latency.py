@@ -42,9 +42,9 @@ from _common import (  # noqa: E402
     machine_lines,
     markdown_table,
     parser_from_doc,
+    publish,
     save_reference_checkpoint,
     synchronize,
-    write_json,
 )
 
 N_MELS = 80
@@ -141,11 +141,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                       f"{row['stream_rtf']:.3g}, vocode RTF {row['vocode_rtf']:.3g}", file=sys.stderr, flush=True)
     report = {"benchmark": "stream_latency", "machine": info,
               "settings": {k: v for k, v in vars(args).items() if k != "json"}, "rows": rows}
-    print(format_report(report))
-    if args.json:
-        write_json(args.json, report)
-        print(f"wrote {args.json}")
-    return report
+    return publish(report, format_report(report), args.json)
 
 
 def format_report(report: dict[str, Any]) -> str:

@@ -63,6 +63,7 @@ from _common import (  # noqa: E402
     machine_lines,
     markdown_table,
     parser_from_doc,
+    publish,
     run_script,
     run_worker,
     save_reference_checkpoint,
@@ -461,11 +462,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         torch.set_num_threads(args.threads)
     if args.pipeline:
         report = pipeline(args)
-        print(format_pipeline(report))
-        if args.json:
-            write_json(args.json, report)
-            print(f"wrote {args.json}")
-        return report
+        return publish(report, format_pipeline(report), args.json)
     device, isolate = args.device, use_isolation(args.isolate, args.device)
     info = machine_info(device)
     samples = args.frames * HOP
@@ -498,11 +495,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     report = {"benchmark": "train_throughput", "machine": info, "isolated": isolate,
               "settings": {k: v for k, v in vars(args).items() if k not in ("json", "data")},  # no local paths in results
               "check": checked, "rows": rows}
-    print(format_report(report))
-    if args.json:
-        write_json(args.json, report)
-        print(f"wrote {args.json}")
-    return report
+    return publish(report, format_report(report), args.json)
 
 
 def format_report(report: dict[str, Any]) -> str:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import speech_like
+from conftest import make_tiny_generator, speech_like
 
 import audiodiff
 from audiodiff.cli import main
@@ -163,6 +163,15 @@ def test_usage_errors(tmp_path: Path, capsys):
             main(argv)
         assert excinfo.value.code == 2
     assert "--manifest" in capsys.readouterr().err
+
+
+def test_a_model_that_cannot_vocode_is_a_usage_error_in_both_paths(tmp_path: Path, capsys):
+    generator = make_tiny_generator().save(tmp_path / "generator.safetensors")  # unconditional
+    manifest = _corpus(tmp_path, [5])
+    for inputs in ([str(tmp_path / "mels" / "m0.npy")], ["--manifest", str(manifest)]):
+        assert main(["vocode", *inputs, "--model", str(generator), "--out", str(tmp_path / "out"), "-q"]) == 2
+        assert "without mel conditioning cannot vocode; use 'audiodiff generate'" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 # ---------------------------------------------------------------------- runs

@@ -82,6 +82,22 @@ DEVICE = os.environ.get("AUDIODIFF_TEST_DEVICE", "cpu")
 BATCH_ATOL = 1e-5 if DEVICE == "cpu" else 2e-3
 
 
+def vocode_at_once(server, mels: list[np.ndarray], seeds: list[int]) -> list[tuple[int, bytes, dict]]:
+    """``POST /vocode`` of each mel with its seed (float32 WAV), all from their own threads at
+    once; each request's ``(status, body, headers)``."""
+    results: list = [None] * len(mels)
+
+    def client(k: int) -> None:
+        results[k] = request(server, "POST", f"/vocode?seed={seeds[k]}&format=f32", npy(mels[k]))
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(len(mels))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return results
+
+
 def offline(model, mel: np.ndarray, seed: int) -> np.ndarray:
     """``model.vocode(mel, seed=seed)``, as the server runs it (fp32)."""
     return model.vocode(torch.from_numpy(mel), seed=seed, precision="fp32")[0].float().cpu().numpy()
@@ -147,17 +163,8 @@ def test_vocode_equals_offline_vocode(server, model):
 def test_concurrent_requests_are_batched_and_each_equals_its_offline_vocode(server, model):
     mels = [mel_of(16, seed=k) for k in range(4)]
     seeds = [3, 11, 0, 5]
-    results: list = [None] * 4
     before = info(server)["stats"]
-
-    def client(k: int) -> None:
-        results[k] = request(server, "POST", f"/vocode?seed={seeds[k]}&format=f32", npy(mels[k]))
-
-    threads = [threading.Thread(target=client, args=(k,)) for k in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
+    results = vocode_at_once(server, mels, seeds)
     stats = info(server)["stats"]
     assert stats["requests"] - before["requests"] == 4
     assert stats["batches"] - before["batches"] < 4  # some shared a batch
@@ -172,16 +179,8 @@ def test_concurrent_requests_are_batched_and_each_equals_its_offline_vocode(serv
 
 @pytest.mark.slow
 def test_padded_batch_of_different_lengths_equals_each_alone(server, model):
-    mels, seeds, results = [mel_of(n, seed=n) for n in (9, 30, 17)], [1, 2, 3], [None] * 3
-
-    def client(k: int) -> None:
-        results[k] = request(server, "POST", f"/vocode?seed={seeds[k]}&format=f32", npy(mels[k]))
-
-    threads = [threading.Thread(target=client, args=(k,)) for k in range(3)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
+    mels, seeds = [mel_of(n, seed=n) for n in (9, 30, 17)], [1, 2, 3]
+    results = vocode_at_once(server, mels, seeds)
     assert max(int(headers["X-Batch-Size"]) for _, _, headers in results) >= 2
     for k, (status, body, _) in enumerate(results):
         assert status == 200

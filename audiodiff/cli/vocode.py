@@ -61,9 +61,7 @@ def run(args: argparse.Namespace) -> int:
     model = _load_model(args.model, device)
     precision = _precision(args.precision, device)
     _set_up_engine(model, args)
-    if not model.network.conditional:
-        raise CommandError(f"{args.model}: a model without mel conditioning cannot vocode; use 'audiodiff generate'", EXIT_USAGE)
-    _choose_sampler(args, model)
+    _choose_vocoder_sampler(args, model)
     out_dir = Path(args.out)
     try:
         summary = vocode_files(model, args.inputs, out_dir, sampler=args.sampler, steps=args.steps, seed=args.seed,
@@ -88,9 +86,7 @@ def _run_corpus(args: argparse.Namespace, chunk_seconds: float | str | None) -> 
         raise CommandError("--devices and --num-nodes must be at least 1", EXIT_USAGE)
     device = _resolve_device(args.device)
     model = _load_model(args.model, "cpu")  # Lightning moves it to each rank's device
-    if not model.network.conditional:
-        raise CommandError(f"{args.model}: a model without mel conditioning cannot vocode; use 'audiodiff generate'", EXIT_USAGE)
-    _choose_sampler(args, model)
+    _choose_vocoder_sampler(args, model)
     out_dir = Path(args.out)
     try:
         summary = vocode_corpus(model, args.manifest, out_dir, sampler=args.sampler, steps=args.steps, seed=args.seed,
@@ -114,6 +110,14 @@ def _run_corpus(args: argparse.Namespace, chunk_seconds: float | str | None) -> 
               f"{amount} of audio in {summary.seconds:.0f} s on {summary.world_size} process(es); "
               f"summary in {_shown(out_dir / SUMMARY_NAME)}")
     return EXIT_FAILED if summary.failed or summary.missing_ranks else EXIT_OK
+
+
+def _choose_vocoder_sampler(args: argparse.Namespace, model) -> None:
+    """Refuse a model that cannot vocode (a usage error), then check ``--sampler``/``--steps`` against it."""
+    if not model.network.conditional:
+        raise CommandError(f"{args.model}: a model without mel conditioning cannot vocode; use 'audiodiff generate'",
+                           EXIT_USAGE)
+    _choose_sampler(args, model)
 
 
 def _is_global_rank_zero() -> bool:
